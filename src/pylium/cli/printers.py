@@ -1,0 +1,159 @@
+"""Table columns of `pylium get` per kind: what kubectl prints, plus pylium's own kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pylium.cli.output import NONE, age
+
+Object = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its header and how to read a cell from an object."""
+
+    header: str
+    cell: Callable[[Object], str]
+
+
+def _name(obj: Object) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _age(obj: Object) -> str:
+    return age(obj["metadata"].get("creationTimestamp"))
+
+
+def _labels(labels: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or NONE
+
+
+def _pod_ready(pod: Object) -> str:
+    containers = pod.get("spec", {}).get("containers", [])
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses")
+    if statuses is not None:
+        ready = sum(1 for s in statuses if s.get("ready"))
+    else:
+        ready = len(containers) if status.get("phase") == "Running" else 0
+    return f"{ready}/{len(containers)}"
+
+
+def _pod_status(pod: Object) -> str:
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    return str((pod.get("status") or {}).get("phase") or "Pending")
+
+
+def _pod_ports(pod: Object) -> str:
+    ports = [
+        f"{p['containerPort']}/{p.get('protocol', 'TCP')}"
+        for c in pod.get("spec", {}).get("containers", [])
+        for p in c.get("ports") or []
+    ]
+    return ",".join(ports) or NONE
+
+
+def _status(obj: Object, field: str) -> str:
+    return str((obj.get("status") or {}).get(field) or NONE)
+
+
+def _service_ports(svc: Object) -> str:
+    out = []
+    for p in svc.get("spec", {}).get("ports") or []:
+        node_port = f":{p['nodePort']}" if p.get("nodePort") else ""
+        out.append(f"{p['port']}{node_port}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or NONE
+
+
+def _node_status(node: Object) -> str:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is None:
+        return "Unknown"
+    return "Ready" if ready.get("status") == "True" else "NotReady"
+
+
+def _node_internal_ip(node: Object) -> str:
+    addresses = (node.get("status") or {}).get("addresses") or []
+    return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), NONE)
+
+
+def _node_cidrs(node: Object) -> str:
+    spec = node.get("spec") or {}
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    return ",".join(cidrs) or NONE
+
+
+def _pod_selector(obj: Object) -> str:
+    selector = obj.get("spec", {}).get("podSelector") or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    parts += [
+        f"{e['key']} {e['operator']} ({','.join(e.get('values') or [])})"
+        for e in selector.get("matchExpressions") or []
+    ]
+    return ",".join(parts) or NONE
+
+
+def _cilium_node_cidrs(cn: Object) -> str:
+    return ",".join(((cn.get("spec") or {}).get("ipam") or {}).get("podCIDRs") or []) or NONE
+
+
+def _cilium_node_used(cn: Object) -> str:
+    return str(len(((cn.get("status") or {}).get("ipam") or {}).get("used") or {}))
+
+
+NAME = Column("NAME", _name)
+AGE = Column("AGE", _age)
+
+# kind -> (default columns, extra columns -o wide appends, as kubectl does after AGE)
+COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
+    "Pod": (
+        [
+            NAME,
+            Column("READY", _pod_ready),
+            Column("STATUS", _pod_status),
+            Column("IP", lambda o: _status(o, "podIP")),
+            Column("NODE", lambda o: str(o.get("spec", {}).get("nodeName") or NONE)),
+            AGE,
+        ],
+        [Column("HOST-IP", lambda o: _status(o, "hostIP")), Column("PORTS", _pod_ports)],
+    ),
+    "Service": (
+        [
+            NAME,
+            Column("TYPE", lambda o: str(o.get("spec", {}).get("type") or "ClusterIP")),
+            Column("CLUSTER-IP", lambda o: str(o.get("spec", {}).get("clusterIP") or NONE)),
+            Column("EXTERNAL-IP", lambda o: NONE),
+            Column("PORT(S)", _service_ports),
+            AGE,
+        ],
+        [Column("SELECTOR", lambda o: _labels(o.get("spec", {}).get("selector")))],
+    ),
+    "Namespace": (
+        [
+            NAME,
+            Column("STATUS", lambda o: str((o.get("status") or {}).get("phase", "Active"))),
+            AGE,
+        ],
+        [],
+    ),
+    "Node": (
+        [NAME, Column("STATUS", _node_status), AGE],
+        [Column("INTERNAL-IP", _node_internal_ip), Column("POD-CIDRS", _node_cidrs)],
+    ),
+    "NetworkPolicy": ([NAME, Column("POD-SELECTOR", _pod_selector), AGE], []),
+    "CiliumNode": (
+        [NAME, Column("POD-CIDRS", _cilium_node_cidrs), Column("IPS-USED", _cilium_node_used), AGE],
+        [],
+    ),
+}
+
+
+def columns_for(kind: str, wide: bool) -> list[Column]:
+    """The columns of a kind's table (NAME and AGE for kinds without their own)."""
+    default, extra = COLUMNS.get(kind, ([NAME, AGE], []))
+    return [*default, *extra] if wide else default
