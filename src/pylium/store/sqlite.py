@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
+from pylium.store.applyset import merge_applied, with_last_applied
 from pylium.store.interface import (
     AlreadyExists,
     Conflict,
@@ -67,9 +68,6 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0)",
 )
 
-# Metadata the store owns; ignored when deciding whether an apply changed anything.
-_SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp")
-
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -88,12 +86,6 @@ def _key_of(obj: Object) -> tuple[str, str, str]:
 
 def _describe(kind: str, namespace: str, name: str) -> str:
     return f'{kind} "{namespace}/{name}"' if namespace else f'{kind} "{name}"'
-
-
-def _without_server_fields(obj: Object) -> Object:
-    out = dict(obj)
-    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in _SERVER_FIELDS}
-    return out
 
 
 class SqliteStore:
@@ -269,27 +261,24 @@ class SqliteStore:
     async def apply(
         self, obj: Object
     ) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
-        """Create or replace (kubectl apply); a missing `status` keeps the stored one."""
+        """Create, or three-way merge into the stored object (kubectl apply; see applyset):
+        fields controllers wrote, such as `status`, survive a re-apply."""
         key = _key_of(obj)
 
         def body(
             conn: sqlite3.Connection,
         ) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
-            new = copy.deepcopy(obj)
             try:
                 old = self._load(conn, *key)
             except NotFound:
+                new = with_last_applied(obj)
                 new["metadata"]["uid"] = str(uuid.uuid4())
                 new["metadata"]["creationTimestamp"] = _now()
                 return self._record(conn, "ADDED", new), "created"
-            # Status belongs to the controllers (kubelet, agent), as with the status subresource.
-            if "status" not in new and "status" in old:
-                new["status"] = old["status"]
-            if _without_server_fields(new) == _without_server_fields(old):
+            merged = merge_applied(old, obj)
+            if merged == old:
                 return old, "unchanged"
-            new["metadata"]["uid"] = old["metadata"]["uid"]
-            new["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            return self._record(conn, "MODIFIED", new), "configured"
+            return self._record(conn, "MODIFIED", merged), "configured"
 
         return await self._run(lambda: self._write_txn(body))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,18 @@ async def test_apply_reports_created_configured_unchanged(store: SqliteStore) ->
     assert (result, obj["metadata"]["resourceVersion"]) == ("configured", "2")
 
 
-async def test_apply_without_status_keeps_stored_status(store: SqliteStore) -> None:
-    created = await store.create(pod("web"))
-    await store.update(dict(created, status={"phase": "Running", "podIP": "10.0.0.5"}))
-    obj, result = await store.apply(pod("web"))
+async def test_reapply_keeps_fields_controllers_wrote(store: SqliteStore) -> None:
+    applied, _ = await store.apply(pod("web", app="a"))
+    bound = copy.deepcopy(applied)
+    bound["spec"]["nodeName"] = "lab-node1"
+    bound["status"] = {"phase": "Running", "podIP": "10.0.0.5"}
+    await store.update(bound)
+    obj, result = await store.apply(pod("web", app="a"))
     assert result == "unchanged"
-    assert obj["status"]["podIP"] == "10.0.0.5"
+    obj, result = await store.apply(pod("web", app="b"))
+    assert result == "configured"
+    assert obj["metadata"]["labels"] == {"app": "b"}
+    assert (obj["spec"]["nodeName"], obj["status"]["podIP"]) == ("lab-node1", "10.0.0.5")
 
 
 async def test_watch_from_revision_misses_nothing(store: SqliteStore) -> None:
