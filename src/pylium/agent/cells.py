@@ -1,0 +1,128 @@
+"""The agent's wiring: every component, in start order, in one place (Cilium's daemon/cmd/cells).
+
+Groups, as Cilium's:
+
+- Infrastructure reaches outside the process and is what tests fake: the cluster store, netlink
+  and the REST server.
+- ControlPlane is pure bookkeeping over protocols (no pyroute2, no libbpf): IPAM and endpoints.
+- Datapath is what programs the kernel: here the node set-up (later the BPF loader and maps).
+
+Constructors only validate; `start()` opens, spawns and restores; `stop()` undoes in reverse
+order and returns once every task a component started has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pylium import paths
+from pylium.agent.ciliumnode import IpamStatusPublisher, wait_for_pod_cidr
+from pylium.agent.rest import ApiBackend, RestServer
+from pylium.datapath.netlink import Netlink, PyrouteNetlink
+from pylium.endpoint import EndpointManager, EndpointParams
+from pylium.ipam import ClusterPoolAllocator
+from pylium.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+def _no_step(step: str) -> None:
+    """No crash hook."""
+
+
+@dataclass(frozen=True)
+class AgentParams:
+    """The agent's command-line settings."""
+
+    node: str
+    store_url: str
+    socket: Path
+    state_dir: Path
+    mtu: int = 1500
+    ipam_gc_interval: float = 60.0
+    ipam_gc_grace: float = 600.0
+    status_interval: float = 0.5
+    on_step: Callable[[str], None] = field(default=_no_step)
+    """Crash-test hook called at each named ADD step (see EndpointParams.on_step)."""
+
+
+class Agent:
+    """One node's agent: start() brings it up (serving as soon as it can), stop() takes it down."""
+
+    def __init__(
+        self,
+        params: AgentParams,
+        store: Store | None = None,
+        netlink: Netlink | None = None,
+    ) -> None:
+        """`store` and `netlink` default to the real ones; tests pass fakes."""
+        if not params.node:
+            raise ValueError("node name must not be empty")
+        self.params = params
+        # Infrastructure
+        self._store = store
+        self._netlink: Netlink = netlink if netlink is not None else PyrouteNetlink()
+        self.backend = ApiBackend(node=params.node, mtu=params.mtu, state_dir=params.state_dir)
+        self._rest = RestServer(params.socket, self.backend)  # serves 503 until ready
+        # ControlPlane, built once the pod CIDR is known
+        self._publisher: IpamStatusPublisher | None = None
+        self._endpoints: EndpointManager | None = None
+
+    @property
+    def store(self) -> Store:
+        """The cluster store (opened at start)."""
+        if self._store is None:
+            raise RuntimeError("agent not started")
+        return self._store
+
+    async def start(self) -> None:
+        """Open infrastructure, serve, wait for the pod CIDR, restore endpoints, become ready."""
+        p = self.params
+        p.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._store is None:
+            self._store = open_store(p.store_url)
+        if isinstance(self._netlink, PyrouteNetlink):
+            await self._netlink.start()
+        await self._rest.start()
+
+        cidr = await wait_for_pod_cidr(self.store, p.node)
+        ipam = ClusterPoolAllocator(cidr, p.state_dir / "ipam.json")
+        ipam.load()
+        log.info("node %s: pod CIDR %s, router %s", p.node, cidr, ipam.router_ip)
+
+        # Datapath: the router IP must be in place before a pod's default route points at it.
+        await self._netlink.setup_node(str(ipam.router_ip))
+
+        self._endpoints = EndpointManager(
+            EndpointParams(
+                state_dir=p.state_dir,
+                delete_queue_dir=paths.delete_queue_dir(p.socket),
+                mtu=p.mtu,
+                ipam_gc_interval=p.ipam_gc_interval,
+                ipam_gc_grace=p.ipam_gc_grace,
+                on_step=p.on_step,
+            ),
+            self._netlink,
+            ipam,
+        )
+        await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
+        self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
+        await self._publisher.start()
+        self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
+        log.info("agent of node %s ready", p.node)
+
+    async def stop(self) -> None:
+        """Stop serving, then every component in reverse order."""
+        self.backend.ipam = self.backend.endpoints = None
+        await self._rest.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
+        if self._endpoints is not None:
+            await self._endpoints.stop()
+        if isinstance(self._netlink, PyrouteNetlink):
+            await self._netlink.stop()
+        if self._store is not None:
+            await self._store.close()

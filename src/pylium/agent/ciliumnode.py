@@ -1,0 +1,114 @@
+"""This node's CiliumNode: where the agent learns its pod CIDR and reports its IPAM usage.
+
+The object (cilium.io/v2, cluster-scoped, name = node name) is written by `pylium lab up` or the
+operator with `spec.ipam.podCIDRs`; the agent waits for it, then keeps `status.ipam` current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pylium.ipam import ClusterPoolAllocator
+from pylium.store import Conflict, Expired, NotFound, Object, Store
+
+log = logging.getLogger(__name__)
+
+KIND = "CiliumNode"
+
+
+def pod_cidr_of(obj: Object) -> str | None:
+    """The first IPv4 pod CIDR of a CiliumNode, if it has one."""
+    cidrs = (obj.get("spec") or {}).get("ipam", {}).get("podCIDRs") or []
+    for cidr in cidrs:
+        if isinstance(cidr, str) and ":" not in cidr:
+            return cidr
+    return None
+
+
+async def wait_for_pod_cidr(store: Store, node: str) -> str:
+    """Block until CiliumNode `node` carries a pod CIDR; return it (list, then watch)."""
+    while True:
+        objects, revision = await store.list(KIND)
+        for obj in objects:
+            if obj["metadata"]["name"] == node and (cidr := pod_cidr_of(obj)):
+                return cidr
+        log.info("waiting for CiliumNode %s with spec.ipam.podCIDRs", node)
+        try:
+            async for event in store.watch(KIND, revision):
+                obj = event.object
+                if event.type != "DELETED" and obj["metadata"]["name"] == node:
+                    cidr = pod_cidr_of(obj)
+                    if cidr:
+                        return cidr
+        except Expired:
+            continue  # compacted past our revision: list again
+
+
+class IpamStatusPublisher:
+    """Writes IPAM usage into CiliumNode `status.ipam`, at most once per `interval` seconds.
+
+    Polls the allocator's generation rather than taking callbacks, so allocation stays a plain
+    synchronous call and a burst of ADDs costs one store write."""
+
+    def __init__(
+        self, store: Store, node: str, ipam: ClusterPoolAllocator, interval: float = 0.5
+    ) -> None:
+        self._store = store
+        self._node = node
+        self._ipam = ipam
+        self._interval = interval
+        self._published = -1
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Publish now, then keep publishing changes in a task."""
+        await self._publish_if_changed()
+        self._task = asyncio.create_task(self._loop(), name="ipam-status")
+
+    async def stop(self) -> None:
+        """Stop publishing; wait for the task to end."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def status(self) -> dict[str, Any]:
+        """The `status.ipam` the allocator's state calls for."""
+        return {
+            "podCIDR": str(self._ipam.cidr),
+            "used": {ip: {"owner": owner} for ip, owner in self._ipam.used().items()},
+            "usedCount": self._ipam.used_count,
+            "available": self._ipam.available,
+        }
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._publish_if_changed()
+            except Exception:
+                # the store may be briefly locked or the object recreated; retry next tick
+                log.exception("publishing IPAM status of %s failed", self._node)
+
+    async def _publish_if_changed(self) -> None:
+        generation = self._ipam.generation
+        if generation == self._published:
+            return
+        status = self.status()
+        for _ in range(5):
+            try:
+                obj = await self._store.get(KIND, "", self._node)
+            except NotFound:
+                log.warning("CiliumNode %s is gone; IPAM status not published", self._node)
+                return
+            obj.setdefault("status", {})
+            obj["status"] = {**(obj["status"] or {}), "ipam": status}
+            try:
+                await self._store.update(obj)
+            except Conflict:
+                continue  # someone else wrote the node meanwhile: read again
+            self._published = generation
+            return
+        log.warning("CiliumNode %s kept changing; IPAM status retried next tick", self._node)

@@ -1,0 +1,101 @@
+"""`pylium-agent`: run one node's agent until SIGTERM or SIGINT.
+
+    pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--mtu N]
+
+Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
+it with `nsenter --net=...`): it enables forwarding there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pylium import paths
+from pylium.agent.cells import Agent, AgentParams
+
+log = logging.getLogger("pylium.agent")
+
+CRASH_ENV = "PYLIUM_AGENT_CRASH_AT"
+"""Test-only: name an ADD step ("state-written", "ip-allocated", "veth-created", "peer-moved",
+"pod-configured", "host-configured", "ready") and the agent exits abruptly right after it, as a
+crash would. The crash-recovery tests use it."""
+
+CRASH_EXIT_CODE = 70
+
+
+def _crash_hook(step_name: str | None) -> Callable[[str], None]:
+    def on_step(step: str) -> None:
+        if step == step_name:
+            log.error("%s=%s: exiting abruptly", CRASH_ENV, step)
+            os._exit(CRASH_EXIT_CODE)
+
+    return on_step
+
+
+def parse_args(argv: list[str] | None) -> AgentParams:
+    """Command line -> AgentParams (node-scoped defaults from paths.py)."""
+    parser = argparse.ArgumentParser(prog="pylium-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--node", required=True, help="this node's name (its CiliumNode)")
+    parser.add_argument("--store", required=True, help="cluster store URL (sqlite:///abs/path)")
+    parser.add_argument("--socket", type=Path, help="API socket (default: per node)")
+    parser.add_argument("--state-dir", type=Path, help="endpoint and IPAM state (per node)")
+    parser.add_argument("--mtu", type=int, default=1500, help="pod interface MTU")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return AgentParams(
+        node=args.node,
+        store_url=args.store,
+        socket=args.socket or paths.agent_socket(args.node),
+        state_dir=args.state_dir or paths.agent_state_dir(args.node),
+        mtu=args.mtu,
+        on_step=_crash_hook(os.environ.get(CRASH_ENV)),
+    )
+
+
+async def run(params: AgentParams) -> None:
+    """Start the agent, serve until a stop signal, stop it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    agent = Agent(params)
+    try:
+        starting = asyncio.create_task(agent.start())
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()  # raise a start failure
+            await stopping
+        else:
+            starting.cancel()  # stopped while still waiting for the pod CIDR
+            await asyncio.gather(starting, return_exceptions=True)
+    finally:
+        await agent.stop()
+    log.info("agent of node %s stopped", params.node)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    params = parse_args(argv)
+    try:
+        asyncio.run(run(params))
+    except Exception:
+        log.exception("agent of node %s failed", params.node)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The kernel side of an endpoint: a veth pair between the node and the pod namespace.
+
+Pod side (named CNI_IFNAME): the pod's address as /32, a link-scope route to the node's router
+IP and the default route through it, so every packet leaves through the veth whatever its
+destination (as Cilium's pods). Node side (`lxc…`): up, and a `<ip>/32` route to it. The
+host-side veth is where the datapath attaches its tc programs later.
+
+Every change is made through the `Netlink` protocol. Deleting the host-side veth removes the
+pair, the pod interface and the host route with it, so one delete undoes any partial ADD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pylium.datapath.netlink import LinkExists, Netlink, NetnsNotFound, Route
+from pylium.endpoint.model import (
+    Endpoint,
+    InterfaceExists,
+    NetnsMissing,
+    temp_peer_name,
+)
+
+Step = Callable[[str], None]
+"""Called after each named step of an ADD (the crash-test hook; a no-op in production)."""
+
+STEPS = ("veth-created", "peer-moved", "pod-configured", "host-configured")
+"""The named steps `plumb` reports, in order."""
+
+
+@dataclass(frozen=True)
+class Plumbed:
+    """What the kernel assigned while plumbing."""
+
+    mac: str
+    host_ifindex: int
+    host_mac: str
+
+
+async def plumb(nl: Netlink, ep: Endpoint, mac: str | None, step: Step) -> Plumbed:
+    """Create and configure the endpoint's veth pair.
+
+    Raises:
+        NetnsMissing: the pod namespace does not exist.
+        InterfaceExists: `ep.ifname` exists in the pod namespace (it is left untouched).
+    """
+    host = ep.host_ifname
+    peer = temp_peer_name(host)
+    try:
+        async with nl.netns(ep.netns) as pod:
+            if await pod.link(ep.ifname) is not None:
+                raise InterfaceExists(f"interface {ep.ifname!r} already exists in {ep.netns}")
+            await nl.node.add_veth(host, peer, ep.mtu)
+            step("veth-created")
+            await nl.node.move_link(peer, ep.netns)
+            step("peer-moved")
+            try:
+                link = await pod.set_link(peer, new_name=ep.ifname, mtu=ep.mtu, mac=mac)
+            except LinkExists as err:
+                raise InterfaceExists(
+                    f"interface {ep.ifname!r} appeared in {ep.netns} during ADD"
+                ) from err
+            await pod.set_link(ep.ifname, up=True)
+            await pod.set_link("lo", up=True)
+            await pod.add_address(ep.ifname, f"{ep.ipv4}/32")
+            for route in pod_routes(ep):
+                await pod.add_route(route)
+            step("pod-configured")
+    except NetnsNotFound as err:
+        raise NetnsMissing(str(err)) from err
+    host_link = await nl.node.set_link(host, up=True)
+    await nl.node.add_route(host_route(ep))
+    step("host-configured")
+    return Plumbed(mac=link.mac, host_ifindex=host_link.index, host_mac=host_link.mac)
+
+
+async def unplumb(nl: Netlink, ep: Endpoint) -> None:
+    """Remove the endpoint's veth pair (and with it the pod interface and host route).
+
+    Needs no pod namespace, so it works when the pod is gone."""
+    await nl.node.delete_link(ep.host_ifname)
+
+
+def pod_routes(ep: Endpoint) -> list[Route]:
+    """The routes inside the pod: the gateway on-link, then the default through it."""
+    return [
+        Route(f"{ep.gateway}/32", ep.ifname, scope="link"),
+        Route("0.0.0.0/0", ep.ifname, gateway=ep.gateway),
+    ]
+
+
+def host_route(ep: Endpoint) -> Route:
+    """The node's route to the pod."""
+    return Route(f"{ep.ipv4}/32", ep.host_ifname)
+
+
+async def verify(nl: Netlink, ep: Endpoint) -> list[str]:
+    """Everything the endpoint needs in the kernel that is missing, named; empty when whole.
+
+    Tolerates extra routes and a changed MAC (chained plugins may add or change those)."""
+    problems: list[str] = []
+    host = await nl.node.link(ep.host_ifname)
+    if host is None:
+        problems.append(f"host interface {ep.host_ifname} is missing")
+    else:
+        if not host.up:
+            problems.append(f"host interface {ep.host_ifname} is down")
+        if host_route(ep) not in await nl.node.routes(ep.host_ifname):
+            problems.append(f"host route {ep.ipv4}/32 dev {ep.host_ifname} is missing")
+    try:
+        async with nl.netns(ep.netns) as pod:
+            link = await pod.link(ep.ifname)
+            if link is None:
+                problems.append(f"interface {ep.ifname} is missing in {ep.netns}")
+                return problems
+            if not link.up:
+                problems.append(f"interface {ep.ifname} is down in {ep.netns}")
+            if f"{ep.ipv4}/32" not in await pod.addresses(ep.ifname):
+                problems.append(f"address {ep.ipv4}/32 is missing on {ep.ifname} in {ep.netns}")
+            have = await pod.routes(ep.ifname)
+            for route in pod_routes(ep):
+                if route not in have:
+                    via = f" via {route.gateway}" if route.gateway else ""
+                    problems.append(
+                        f"route {route.dst}{via} dev {ep.ifname} is missing in {ep.netns}"
+                    )
+    except NetnsNotFound:
+        problems.append(f"network namespace {ep.netns} is missing")
+    return problems
