@@ -41,6 +41,8 @@ def _run(ctx: click.Context, store_url: str | None, work: Callable[[Store], Awai
     async def main() -> T:
         try:
             return await work(store)
+        except StoreError as exc:
+            fail(str(exc))
         finally:
             await store.close()
 

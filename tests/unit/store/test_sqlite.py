@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import pylium.store
 from pylium.store import (
     AlreadyExists,
     Conflict,
@@ -252,3 +253,8 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
         open_store("etcd://127.0.0.1:2379")
     with pytest.raises(UnsupportedStoreURL, match="absolute"):
         open_store("sqlite://rel.db")
+
+
+def test_public_surface_is_importable() -> None:
+    for name in pylium.store.__all__:
+        assert hasattr(pylium.store, name)
