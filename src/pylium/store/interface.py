@@ -84,7 +84,9 @@ class Store(Protocol):
         one (else Conflict); raise NotFound if absent."""
         ...
 
-    async def apply(self, obj: Object) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
+    async def apply(
+        self, obj: Object
+    ) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
         """Create or replace (kubectl apply): 'unchanged' when nothing differs."""
         ...
 
