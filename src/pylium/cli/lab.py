@@ -1,0 +1,100 @@
+"""`pylium lab up|down|status|demo`: a cluster's networking on this machine (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from pylium.cli.labctx import lab_name, load_lab, require_root
+
+
+def _progress(message: str) -> None:
+    click.echo(click.style(f"• {message}", dim=True), err=True)
+
+
+@click.group("lab")
+def lab_group() -> None:
+    """Run a cluster's networking out of network namespaces on this machine."""
+
+
+@lab_group.command("up")
+@click.option("--name", default=None, help="Lab name (default: --lab).")
+@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--mtu", type=int, default=1500, show_default=True, help="Pod interface MTU.")
+@click.pass_context
+def up_cmd(ctx: click.Context, name: str | None, nodes: int, mtu: int) -> None:
+    """Create the lab: node namespaces, agents, lab kubelets, store objects."""
+    from pylium.lab.up import LabError, up
+
+    require_root()
+    lab = name or lab_name(ctx)
+    try:
+        rec = up(lab, nodes, mtu, progress=_progress)
+    except LabError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"lab {lab!r} is up with {len(rec.nodes)} node(s).")
+    click.echo(f"  apply pods:  pylium --lab {lab} apply -f FILE")
+    click.echo(f"  see them:    pylium --lab {lab} get pods -A -o wide")
+    click.echo(f"  remove it:   pylium lab down --name {lab}")
+
+
+@lab_group.command("down")
+@click.option("--name", default=None, help="Lab name (default: --lab).")
+@click.option("--force", is_flag=True, help="Also clean leftovers found by name (after a crash).")
+@click.pass_context
+def down_cmd(ctx: click.Context, name: str | None, force: bool) -> None:
+    """Remove everything the lab made (namespaces, processes, cgroups, pins, files)."""
+    from pylium.lab.down import LeftoversWithoutRecord, down
+
+    require_root()
+    lab = name or lab_name(ctx)
+    try:
+        found = down(lab, force=force, progress=_progress)
+    except LeftoversWithoutRecord as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"lab {lab!r} removed." if found else f"no lab {lab!r}: nothing to remove.")
+
+
+@lab_group.command("status")
+@click.option("--name", default=None, help="Lab name (default: --lab).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
+    """Each node: namespace, agent socket, CNI dirs, pod CIDR, agent health, kubelet."""
+    from pylium.lab.status import status
+
+    report = status(load_lab(ctx, name))
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"lab [bold]{report['name']}[/bold]  store {report['store']}")
+    for n in report["nodes"]:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row("node", f"[bold]{n['name']}[/bold]  (netns {n['netns']})")
+        grid.add_row("pod CIDR", n["podCIDR"])
+        health = n["health"]
+        grid.add_row(
+            "agent", f"[green]{health}[/green]" if health == "ok" else f"[red]{health}[/red]"
+        )
+        grid.add_row("kubelet", "running" if n["kubeletRunning"] else "[red]stopped[/red]")
+        grid.add_row("agent socket", n["agentSocket"])
+        grid.add_row("CNI conf dir", n["cniConfDir"])
+        grid.add_row("CNI bin dir", n["cniBinDir"])
+        grid.add_row("cgroup", n["cgroup"])
+        console.print(grid)
+
+
+@lab_group.command("demo")
+@click.option("--name", default="demo", show_default=True, help="The demo lab's name.")
+def demo_cmd(name: str) -> None:
+    """Replace the demo lab, start a few pods and show them talking."""
+    from pylium.lab.demo import run_demo
+
+    require_root()
+    sys.exit(run_demo(name))

@@ -1,0 +1,89 @@
+"""`pylium lab down`: remove everything a lab made, from its record and by name.
+
+Order matters: the kubelet first (so it starts nothing new), then the agent, then every pod
+process (killed through the node cgroups), then the namespaces (which takes their devices with
+them), then directories, pins and cgroups. Pods get no CNI DEL: the node namespace and the
+agent's state go as a whole.
+
+Without a record (a crash during `up`, or a deleted lab dir) `force` finds the leftovers by
+name: namespaces `pyl-<lab>-node<i>` / `pyl-<lab>-p-<hash>`, node directories, cgroups, pins,
+and daemons by their argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from pylium import paths
+from pylium.lab import cgroup, daemons, netns, process, record
+
+
+class LeftoversWithoutRecord(Exception):
+    """The lab has no record but things of it remain: only `force` removes them."""
+
+
+def _leftover_nodes(lab: str) -> set[str]:
+    """Node names of the lab found on the machine by name."""
+    pattern = record.node_pattern(lab)
+    names: set[str] = set()
+    for ns in netns.matching(record.netns_pattern(lab)):
+        node = ns.removeprefix(paths.LAB_NETNS_PREFIX)
+        if pattern.fullmatch(node):
+            names.add(node)
+    for root in (paths.RUN_ROOT, paths.BPFFS_ROOT, paths.CGROUP_ROOT / lab):
+        with contextlib.suppress(FileNotFoundError):
+            names.update(n for n in os.listdir(root) if pattern.fullmatch(n))
+    return names
+
+
+def down(lab: str, force: bool = False, progress: Callable[[str], None] = print) -> bool:
+    """Remove the lab; returns False when there was nothing to remove.
+
+    Raises:
+        LeftoversWithoutRecord: no record, leftovers exist and `force` is off.
+    """
+    rec = record.load(lab)
+    nodes = {n.name for n in rec.nodes} if rec else set()
+    leftovers = _leftover_nodes(lab)
+    namespaces = netns.matching(record.netns_pattern(lab))
+    if rec is None:
+        if not (leftovers or namespaces or paths.lab_dir(lab).exists()):
+            return False
+        if not force:
+            raise LeftoversWithoutRecord(
+                f"lab {lab!r} has no record, but leftovers remain "
+                f"(nodes {sorted(leftovers)}, {len(namespaces)} namespaces): "
+                f"run `pylium lab down --name {lab} --force`"
+            )
+    nodes |= leftovers
+    for node in sorted(nodes):
+        recorded = rec.node(node) if rec and node in {n.name for n in rec.nodes} else None
+        for pid, match in (
+            (recorded.kubeletPid if recorded else None, daemons.is_kubelet_of(node)),
+            (recorded.agentPid if recorded else None, daemons.is_agent_of(node)),
+        ):
+            for p in {pid, *process.find(match)} - {None}:
+                progress(f"{node}: stopping pid {p}")
+                process.stop(p, match)
+    for node in sorted(nodes):
+        progress(f"{node}: killing pod processes")
+        cgroup.remove(record.cgroup_dir(lab, node))
+    for ns in netns.matching(record.netns_pattern(lab)):
+        progress(f"deleting namespace {ns}")
+        netns.delete(ns)
+    for node in sorted(nodes):
+        for path in (paths.node_dir(node), paths.bpffs_node_dir(node)):
+            _rmtree(path)
+    _rmtree(paths.lab_dir(lab))
+    with contextlib.suppress(OSError):
+        (paths.CGROUP_ROOT / lab).rmdir()
+    return True
+
+
+def _rmtree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)

@@ -1,0 +1,99 @@
+"""Processes the lab starts: daemons in a node namespace, found and ended by pid.
+
+Every process is started in its own session, so it outlives the command that started it and
+no terminal signal reaches it; it is ended only by its recorded pid (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def start(argv: list[str], log: Path, preexec: Callable[[], None] | None = None) -> int:
+    """Start `argv` detached, stdout and stderr appended to `log`; returns its pid.
+
+    `preexec` runs in the child before exec (e.g. to join a cgroup).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    return proc.pid
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv of a live process, or [] if it is gone (or a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+Match = Callable[[list[str]], bool]
+"""Tells our process from another by its argv (the kernel reuses pids)."""
+
+
+def alive(pid: int | None, match: Match | None = None) -> bool:
+    """Whether `pid` runs, not as a zombie (and, given `match`, is the process we mean)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the parenthesised command name, which may itself hold spaces.
+    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        return False
+    return match is None or match(cmdline(pid))
+
+
+def stop(pid: int | None, match: Match | None = None, timeout: float = 5.0) -> None:
+    """SIGTERM the process, SIGKILL it if it outlives `timeout`; gone already is fine."""
+    if not alive(pid, match):
+        return
+    assert pid is not None
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            _signal(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        time.sleep(0.02)
+        reap(pid)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit of our own child so it does not linger as a zombie; other pids are
+    left alone."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def find(match: Match) -> list[int]:
+    """Pids (other than ours) whose argv `match` accepts."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            argv = cmdline(int(entry))
+            if argv and match(argv):
+                found.append(int(entry))
+    return found

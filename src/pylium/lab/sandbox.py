@@ -1,0 +1,191 @@
+"""Pod sandboxes of the lab kubelet: a pod's network namespace, its CNI attachment and its
+processes, with the state that lets a restarted kubelet adopt or clean them.
+
+A sandbox is made in this order (and unmade in reverse): namespace (`lo` up), CNI ADD through
+the node's conflist, processes started in the namespace and the node's cgroup. Its state file
+(`<node dir>/kubelet/pods/<namespace>_<name>/state.json`) is written as soon as the namespace
+exists, so nothing a crash leaves behind goes unrecorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pylium import statefile
+from pylium.lab import cgroup, netns, process, record
+from pylium.lab.cnichain import CniChain, Runtime
+from pylium.lab.record import NodeRecord, kubelet_dir
+from pylium.store import Object
+
+IFNAME = "eth0"
+NETNS_ANNOTATION = "pylium.io/netns"
+"""Pod annotation naming the pod's namespace, for `pylium exec` and `pylium probe`."""
+
+
+def container_id(uid: str) -> str:
+    """The sandbox container ID CNI sees, derived from the pod's uid (a new pod, a new ID)."""
+    return hashlib.sha256(uid.encode()).hexdigest()
+
+
+def container_argv(pod: Object, container: dict[str, Any]) -> list[str]:
+    """What a container runs: its command + args, else the built-in server on its ports."""
+    command = list(container.get("command") or []) + list(container.get("args") or [])
+    if command:
+        return command
+    argv = [sys.executable, "-m", "pylium.lab.podserver", "--name", pod["metadata"]["name"]]
+    for port in container.get("ports") or []:
+        proto = str(port.get("protocol", "TCP")).lower()
+        if proto in ("tcp", "udp"):
+            argv += [f"--{proto}", str(port["containerPort"])]
+    return argv
+
+
+@dataclass
+class SandboxState:
+    """What the kubelet made for one pod."""
+
+    namespace: str
+    name: str
+    uid: str
+    netns: str
+    containerID: str
+    ip: str | None = None
+    gateway: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    """container name -> pid."""
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`."""
+        return f"{self.namespace}/{self.name}"
+
+
+class Sandboxes:
+    """The sandboxes of one node."""
+
+    def __init__(self, lab: str, node: NodeRecord, chain: CniChain) -> None:
+        self.lab = lab
+        self.node = node
+        self.chain = chain
+        self.pods_dir = kubelet_dir(node.name) / "pods"
+
+    def _dir(self, namespace: str, name: str) -> Path:
+        return self.pods_dir / f"{namespace}_{name}"
+
+    def load_all(self) -> list[SandboxState]:
+        """Every sandbox recorded on disk."""
+        states = []
+        for state_file in sorted(self.pods_dir.glob("*/state.json")):
+            states.append(SandboxState(**statefile.read_json(state_file)))
+        return states
+
+    def _save(self, state: SandboxState) -> None:
+        statefile.write_json(self._dir(state.namespace, state.name) / "state.json", asdict(state))
+
+    def _runtime(self, state: SandboxState, pod: Object | None = None) -> Runtime:
+        args = [
+            ("IgnoreUnknown", "1"),
+            ("K8S_POD_NAMESPACE", state.namespace),
+            ("K8S_POD_NAME", state.name),
+            ("K8S_POD_INFRA_CONTAINER_ID", state.containerID),
+            ("K8S_POD_UID", state.uid),
+        ]
+        mappings = []
+        for c in (pod or {}).get("spec", {}).get("containers", []):
+            for p in c.get("ports") or []:
+                if p.get("hostPort"):
+                    mappings.append(
+                        {
+                            "hostPort": p["hostPort"],
+                            "containerPort": p["containerPort"],
+                            "protocol": str(p.get("protocol", "TCP")).lower(),
+                        }
+                    )
+        return Runtime(
+            container_id=state.containerID,
+            netns=str(netns.netns_path(state.netns)),
+            ifname=IFNAME,
+            args=args,
+            capability_args={"portMappings": mappings},
+        )
+
+    def running(self, state: SandboxState) -> bool:
+        """Whether every recorded process still runs inside the pod's namespace."""
+        return bool(state.pids) and all(_in_netns(pid, state.netns) for pid in state.pids.values())
+
+    async def create(self, pod: Object) -> SandboxState:
+        """Namespace, CNI ADD, processes; on failure all of it is rolled back (CNI DEL
+        included) and the error raised."""
+        meta = pod["metadata"]
+        state = SandboxState(
+            namespace=meta.get("namespace", "default"),
+            name=meta["name"],
+            uid=meta["uid"],
+            netns=record.pod_netns(self.lab, meta.get("namespace", "default"), meta["name"]),
+            containerID=container_id(meta["uid"]),
+        )
+        netns.delete(state.netns)  # a leftover of an earlier pod of the same name
+        netns.create(state.netns)
+        try:
+            self._save(state)
+            result = await self.chain.add(self._runtime(state, pod))
+            state.ip, state.gateway = _first_ipv4(result)
+            self._save(state)
+            self.start_processes(state, pod)
+        except BaseException:
+            await self.destroy(state)
+            raise
+        return state
+
+    def start_processes(self, state: SandboxState, pod: Object) -> None:
+        """Start each container not running yet, in the pod's namespace and node cgroup."""
+        cg = Path(self.node.cgroup)
+        for container in pod["spec"]["containers"]:
+            cname = container["name"]
+            if _in_netns(state.pids.get(cname), state.netns):
+                continue
+            argv = netns.nsenter_argv(state.netns, container_argv(pod, container))
+            log = self._dir(state.namespace, state.name) / f"{cname}.log"
+
+            def join_cgroup() -> None:
+                cgroup.add_pid(cg, os.getpid())
+
+            state.pids[cname] = process.start(argv, log, preexec=join_cgroup)
+        self._save(state)
+
+    async def destroy(self, state: SandboxState) -> None:
+        """Stop the processes, CNI DEL, delete the namespace, forget the state."""
+        for pid in state.pids.values():
+            if _in_netns(pid, state.netns):
+                process.stop(pid)
+        # DEL runs even when the namespace is gone: the agent still holds the address.
+        await self.chain.delete(self._runtime(state))
+        netns.delete(state.netns)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self._dir(state.namespace, state.name))
+
+
+def _in_netns(pid: int | None, name: str) -> bool:
+    """Whether `pid` lives in the named namespace (a reused pid elsewhere does not count)."""
+    if not pid:
+        return False
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.netns_path(name)).st_ino
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _first_ipv4(result: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(address, gateway) of the first IPv4 entry of a CNI result."""
+    for entry in result.get("ips", []):
+        address = str(entry.get("address", ""))
+        if "." in address:
+            return address.split("/")[0], entry.get("gateway")
+    return None, None
