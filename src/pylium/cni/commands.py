@@ -11,12 +11,12 @@ import sys
 from typing import Any
 
 from pylium import paths
-from pylium.cni.agent_calls import AgentCalls, AgentUnreachable
+from pylium.agent.client import AgentClient, AgentError, AgentUnreachable
 from pylium.cni.config import NetConf
 from pylium.cni.delete_queue import queue_delete
 from pylium.cni.env import CniEnv
 from pylium.cni.errors import (
-    AgentError,
+    AgentFailure,
     CniError,
     IncompatibleVersion,
     InvalidConfig,
@@ -35,7 +35,7 @@ def cmd_version() -> Output:
     return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
-def cmd_add(env: CniEnv, conf: NetConf, agent: AgentCalls) -> Output:
+def cmd_add(env: CniEnv, conf: NetConf, agent: AgentClient) -> Output:
     """Ask the agent for the endpoint, then answer its result in the requested version.
 
     The agent rolls back its own partial work; if the plugin fails after the agent
@@ -43,45 +43,48 @@ def cmd_add(env: CniEnv, conf: NetConf, agent: AgentCalls) -> Output:
     """
     if not os.path.exists(env.netns):
         raise UnknownContainer("network namespace does not exist", f"CNI_NETNS={env.netns}")
-    request = {
-        "containerID": env.container_id,
-        "ifname": env.ifname,
-        "netns": env.netns,
-        "podName": env.args.get("K8S_POD_NAME", ""),
-        "podNamespace": env.args.get("K8S_POD_NAMESPACE", ""),
-        "mtu": conf.mtu,
-        "mac": env.args.get("MAC") or None,
-    }
     try:
-        endpoint = agent.put_endpoint(request)
+        endpoint = agent.create_endpoint(
+            env.container_id,
+            env.ifname,
+            env.netns,
+            pod_name=env.args.get("K8S_POD_NAME", ""),
+            pod_namespace=env.args.get("K8S_POD_NAMESPACE", ""),
+            mtu=conf.mtu,
+            mac=env.args.get("MAC") or None,
+        )
     except AgentUnreachable as exc:
         _rollback(env, agent)  # a timeout may leave a half-done endpoint behind
         raise TryAgainLater(
-            "pylium agent unreachable",
-            f"{exc}; start pylium-agent for this node (it serves {conf.agent_socket}) and "
-            "retry, or fix agentSocket in the network configuration",
+            exc.msg,
+            f"{exc.details}; start pylium-agent for this node (it serves {conf.agent_socket}) "
+            "and retry, or fix agentSocket in the network configuration",
         ) from None
+    except AgentError as exc:
+        raise _failure(exc) from None
     try:
-        result = build_result(endpoint, env.netns, conf.dns, conf.prev_result)
+        result = build_result(dict(endpoint), env.netns, conf.dns, conf.prev_result)
     except (KeyError, TypeError, ValueError) as exc:
         _rollback(env, agent)
         raise CniError("the agent answered a malformed endpoint", repr(exc)) from None
     return from_internal(result, conf.cni_version)
 
 
-def cmd_del(env: CniEnv, conf: NetConf, agent: AgentCalls) -> Output:
+def cmd_del(env: CniEnv, conf: NetConf, agent: AgentClient) -> Output:
     """Delete the endpoint; idempotent, needs no netns, queued when the agent is away."""
     try:
-        agent.delete_endpoint(env.container_id, env.ifname)
+        agent.delete_attachment(env.container_id, env.ifname)
     except AgentUnreachable as exc:
         queued = queue_delete(
             paths.delete_queue_dir(conf.agent_socket), env.container_id, env.ifname, env.netns
         )
-        print(f"pylium-cni: agent unreachable ({exc}); DEL queued in {queued}", file=sys.stderr)
+        print(f"pylium-cni: {exc}; DEL queued in {queued}", file=sys.stderr)
+    except AgentError as exc:
+        raise _failure(exc) from None
     return None
 
 
-def cmd_check(env: CniEnv, conf: NetConf, agent: AgentCalls) -> Output:
+def cmd_check(env: CniEnv, conf: NetConf, agent: AgentClient) -> Output:
     """Check that the endpoint of the cached ADD result is still in place."""
     if not at_least(conf.cni_version, "0.4.0"):
         raise IncompatibleVersion(
@@ -105,34 +108,34 @@ def cmd_check(env: CniEnv, conf: NetConf, agent: AgentCalls) -> Output:
                 f"endpoint has {endpoint.get('ipv4')}, prevResult has {sorted(addresses)}",
             )
         agent.check_endpoint(int(endpoint["id"]), env.netns)
-    except AgentUnreachable as exc:
-        raise TryAgainLater("pylium agent unreachable", str(exc)) from None
+    except AgentError as exc:
+        raise _failure(exc) from None
     return None
 
 
-def cmd_status(conf: NetConf, agent: AgentCalls) -> Output:
+def cmd_status(conf: NetConf, agent: AgentClient) -> Output:
     """0 when the agent is ready to serve ADDs, else code 50."""
     _require_1_1(conf, "STATUS")
     try:
         health = agent.healthz()
     except AgentUnreachable as exc:
-        raise PluginUnavailable("pylium agent unreachable", str(exc)) from None
+        raise PluginUnavailable(exc.msg, exc.details) from None
     except AgentError as exc:
         raise PluginUnavailable(f"pylium agent not ready: {exc.msg}", exc.details) from None
-    ipam = health.get("ipam") or {}
+    ipam = dict(health.get("ipam") or {})
     if ipam.get("available") == 0:
         raise PluginUnavailable("no free pod address", f"pool {ipam.get('cidr')} is full")
     return None
 
 
-def cmd_gc(conf: NetConf, agent: AgentCalls) -> Output:
+def cmd_gc(conf: NetConf, agent: AgentClient) -> Output:
     """Remove every endpoint not among the runtime's valid attachments."""
     _require_1_1(conf, "GC")
     valid = _valid_attachments(conf.raw)
     try:
-        removed = agent.gc(valid)
-    except AgentUnreachable as exc:
-        raise TryAgainLater("pylium agent unreachable", str(exc)) from None
+        removed = agent.gc_endpoints(valid)
+    except AgentError as exc:
+        raise _failure(exc) from None
     for endpoint in removed:
         print(
             f"pylium-cni: GC removed {endpoint.get('containerID')}/{endpoint.get('ifname')}",
@@ -148,7 +151,7 @@ def _require_1_1(conf: NetConf, command: str) -> None:
         )
 
 
-def _valid_attachments(raw: dict[str, Any]) -> list[dict[str, str]]:
+def _valid_attachments(raw: dict[str, Any]) -> list[tuple[str, str]]:
     """`cni.dev/valid-attachments`, else the 1.1.0 tag's `cni.dev/attachments`.
 
     Absent both, GC fails rather than treat every endpoint as stale.
@@ -167,13 +170,19 @@ def _valid_attachments(raw: dict[str, Any]) -> list[dict[str, str]]:
             and isinstance(item.get("ifname"), str)
         ):
             raise InvalidConfig(f"invalid {key} entry", repr(item))
-        valid.append({"containerID": item["containerID"], "ifname": item["ifname"]})
+        valid.append((item["containerID"], item["ifname"]))
     return valid
 
 
-def _rollback(env: CniEnv, agent: AgentCalls) -> None:
+def _failure(exc: AgentError) -> CniError:
+    """The agent's error as a CNI error; its code is CNI-compatible by contract
+    (unreachable is 11, try again later)."""
+    return AgentFailure(exc.code, exc.msg, exc.details)
+
+
+def _rollback(env: CniEnv, agent: AgentClient) -> None:
     """Best effort: undo an ADD the agent may have completed."""
     try:
-        agent.delete_endpoint(env.container_id, env.ifname)
-    except (AgentUnreachable, AgentError) as exc:
+        agent.delete_attachment(env.container_id, env.ifname)
+    except AgentError as exc:
         print(f"pylium-cni: rollback of ADD failed: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ the spec's (plus libcni's 8 and 999); pylium defines none of its own::
     ├── InvalidNetns          8   CNI_NETNS is the plugin's own netns
     ├── TryAgainLater        11   transient: the agent is unreachable, the pool is exhausted
     ├── PluginUnavailable    50   STATUS: the plugin cannot service ADD requests now
-    └── AgentError          any   an error answer of the agent, whose code is passed through
+    └── AgentFailure        any   an error answer of the agent, whose code is passed through
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class PluginUnavailable(CniError):
     code = 50
 
 
-class AgentError(CniError):
+class AgentFailure(CniError):
     """An error answered by the agent; its code (CNI-compatible by contract) is kept."""
 
     def __init__(self, code: int, msg: str, details: str = "") -> None:

@@ -12,18 +12,18 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pylium.agent.client import AgentClient
 from pylium.cni import commands
-from pylium.cni.agent_calls import AgentCalls
 from pylium.cni.config import decode, parse_config, version_of
 from pylium.cni.env import check_netns, parse_env
 from pylium.cni.errors import CniError
 from pylium.cni.versions import LATEST, SUPPORTED_VERSIONS
 
-AgentFactory = Callable[[Path], AgentCalls]
+AgentFactory = Callable[[Path], AgentClient]
 
 
 def run(
-    environ: Mapping[str, str], stdin: bytes, agent_factory: AgentFactory = AgentCalls
+    environ: Mapping[str, str], stdin: bytes, agent_factory: AgentFactory = AgentClient
 ) -> tuple[int, str]:
     """Run one invocation; returns (exit code, stdout text)."""
     error_version = LATEST
