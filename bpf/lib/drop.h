@@ -1,0 +1,19 @@
+/* Drop reasons and trace observation points, with Cilium's numbers (bpf/lib/common.h,
+ * pkg/monitor/api/drop.go), so tools that know Cilium's codes read ours. Values are the
+ * positive reason codes carried in events and metrics. */
+#pragma once
+
+#define REASON_FORWARDED 0
+#define DROP_INVALID_SIP 132	   /* "Invalid source ip" */
+#define DROP_INVALID 134	   /* "Invalid packet" */
+#define DROP_UNKNOWN_L3 139	   /* "Unsupported L3 protocol" */
+#define DROP_NO_LXC 152		   /* "No matching local container found" */
+#define DROP_CT_CREATE_FAILED 155  /* "CT: Map insertion failed" */
+
+/* Notification types (Cilium's CILIUM_NOTIFY_*). */
+#define NOTIFY_DROP 1
+#define NOTIFY_TRACE 4
+
+/* Trace observation points (Cilium's TRACE_*). */
+#define TRACE_TO_LXC 0
+#define TRACE_TO_STACK 3

@@ -1,0 +1,52 @@
+/* Trace and drop events into a ring buffer, read by the agent (datapath/events.py). */
+#pragma once
+
+#include "common.h"
+#include "ipv4.h"
+#include "drop.h"
+
+struct pylium_event {
+	__u8 type;	  /* NOTIFY_DROP or NOTIFY_TRACE */
+	__u8 subtype;	  /* drop: reason code; trace: observation point (TRACE_*) */
+	__u16 source;	  /* lxc id of the endpoint whose program reports */
+	__u32 orig_len;	  /* packet length */
+	__u32 ifindex;	  /* trace: where the packet goes (redirect target or arrival device) */
+	__u8 reason;	  /* trace: conntrack status (CT_NEW, CT_ESTABLISHED, CT_REPLY) */
+	__u8 proto;
+	__u8 dir;	  /* METRIC_INGRESS or METRIC_EGRESS */
+	__u8 pad;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} pylium_events SEC(".maps");
+
+static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 subtype,
+				       __u16 source, __u32 ifindex, __u8 reason, __u8 dir,
+				       const struct ipv4_flow *flow)
+{
+	struct pylium_event ev = {
+		.type = type,
+		.subtype = subtype,
+		.source = source,
+		.orig_len = ctx->len,
+		.ifindex = ifindex,
+		.reason = reason,
+		.dir = dir,
+	};
+
+	if (flow) {
+		ev.proto = flow->proto;
+		ev.saddr = flow->saddr;
+		ev.daddr = flow->daddr;
+		ev.sport = flow->sport;
+		ev.dport = flow->dport;
+	}
+	/* A full ring (nobody reading) loses the event, never the packet. */
+	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);
+}

@@ -1,0 +1,166 @@
+"""Trace and drop events from the `pylium_events` ring buffer (bpf/lib/events.h).
+
+Codes are Cilium's (bpf/lib/common.h, pkg/monitor/api/drop.go), so Hubble-style tools can name
+them. `RingBuffer` drives libbpf's consumer and hands each decoded `Event` to a callback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from types import TracebackType
+from typing import Self
+
+from pylium.datapath import libbpf
+from pylium.datapath.maps import RawMap
+
+
+class EventType(IntEnum):
+    """Cilium's CILIUM_NOTIFY_* for the events pylium emits."""
+
+    DROP = 1
+    TRACE = 4
+
+
+class DropReason(IntEnum):
+    """Drop reasons (the positive codes of Cilium's DROP_*); 0 means forwarded in metrics."""
+
+    FORWARDED = 0
+    INVALID_SIP = 132
+    """"Invalid source ip": a pod sent from an address that is not its own."""
+    INVALID = 134
+    """"Invalid packet": truncated headers, TTL exhausted."""
+    UNKNOWN_L3 = 139
+    """"Unsupported L3 protocol": not IPv4 or ARP."""
+    NO_LXC = 152
+    """"No matching local container found": a pod-CIDR address without an endpoint."""
+    CT_CREATE_FAILED = 155
+    """"CT: Map insertion failed"."""
+
+
+class TracePoint(IntEnum):
+    """Observation points (Cilium's TRACE_*)."""
+
+    TO_LXC = 0
+    TO_STACK = 3
+
+
+class Direction(IntEnum):
+    """Cilium's METRIC_INGRESS/EGRESS: to the pod (to-container) or from it."""
+
+    INGRESS = 1
+    EGRESS = 2
+
+
+class RawEvent(ctypes.Structure):
+    """struct pylium_event."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("subtype", ctypes.c_uint8),
+        ("source", ctypes.c_uint16),
+        ("orig_len", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("reason", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("saddr", ctypes.c_uint8 * 4),
+        ("daddr", ctypes.c_uint8 * 4),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+    ]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded event. `ifindex`: trace: where the packet goes; drop: where it arrived."""
+
+    type: EventType
+    drop_reason: DropReason | None
+    trace_point: TracePoint | None
+    source: int
+    ifindex: int
+    ct_status: int
+    direction: Direction
+    length: int
+    proto: int
+    saddr: ipaddress.IPv4Address
+    daddr: ipaddress.IPv4Address
+    sport: int
+    dport: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> Event:
+        raw = RawEvent.from_buffer_copy(data)
+        kind = EventType(raw.type)
+        return cls(
+            type=kind,
+            drop_reason=DropReason(raw.subtype) if kind is EventType.DROP else None,
+            trace_point=TracePoint(raw.subtype) if kind is EventType.TRACE else None,
+            source=raw.source,
+            ifindex=raw.ifindex,
+            ct_status=raw.reason,
+            direction=Direction(raw.dir),
+            length=raw.orig_len,
+            proto=raw.proto,
+            saddr=ipaddress.IPv4Address(bytes(raw.saddr)),
+            daddr=ipaddress.IPv4Address(bytes(raw.daddr)),
+            sport=socket.ntohs(raw.sport),
+            dport=socket.ntohs(raw.dport),
+        )
+
+
+class RingBuffer:
+    """A consumer of one ring buffer map; `callback` runs inside poll/consume.
+
+    An exception from the callback stops the current poll and is re-raised from it.
+    """
+
+    def __init__(self, events: RawMap, callback: Callable[[Event], None]) -> None:
+        self._callback = callback
+        self._error: BaseException | None = None
+        self._sample = libbpf.SAMPLE_FN(self._on_sample)  # kept alive as long as the buffer
+        self._rb = libbpf.check_ptr(
+            libbpf.lib().ring_buffer__new(events.fd, self._sample, None, None),
+            f"ring buffer on {events.name}",
+        )
+
+    def _on_sample(self, ctx: int | None, data: int, size: int) -> int:
+        try:
+            self._callback(Event.decode(ctypes.string_at(data, size)))
+        except BaseException as exc:  # re-raised by poll/consume; C must not unwind
+            self._error = exc
+            return -1
+        return 0
+
+    def _finish(self, ret: int, what: str) -> int:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return libbpf.check(ret, what)
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to `timeout_ms` for events and handle them; returns how many."""
+        return self._finish(libbpf.lib().ring_buffer__poll(self._rb, timeout_ms), "poll events")
+
+    def consume(self) -> int:
+        """Handle every event already in the buffer without waiting; returns how many."""
+        return self._finish(libbpf.lib().ring_buffer__consume(self._rb), "consume events")
+
+    def close(self) -> None:
+        if self._rb:
+            libbpf.lib().ring_buffer__free(self._rb)
+            self._rb = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,219 @@
+"""Attach programs to hooks. Every hook returns the same small `Link`.
+
+tcx (Linux 6.6+) is the tc hook: `bpf_link_create(prog, ifindex, BPF_TCX_INGRESS|EGRESS)`
+(libbpf 1.1 has no `bpf_program__attach_tcx`). A pinned link keeps the program attached after
+the agent exits; `Link.from_pin` + `update` swap in a newly loaded program without a gap.
+Where tcx is missing, `attach_tc` installs a clsact qdisc and a direct-action tc filter.
+Attach calls act in the calling thread's network namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import subprocess
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pylium.datapath import libbpf
+from pylium.datapath.errors import BpfError, NotSupported
+from pylium.datapath.loader import Program
+
+
+class AttachType(IntEnum):
+    """enum bpf_attach_type values pylium uses (Debian's 6.1 headers lack the tcx ones)."""
+
+    CGROUP_INET4_CONNECT = 10
+    XDP = 37
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+
+
+class ProgType(IntEnum):
+    """enum bpf_prog_type values pylium attaches."""
+
+    SCHED_CLS = 3
+    XDP = 6
+    CGROUP_SOCK_ADDR = 18
+
+
+class Direction(Enum):
+    """Which side of a device a tc program sees: packets received or sent by it."""
+
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class _BpfLinkInfo(ctypes.Structure):
+    # The head of struct bpf_link_info plus room for its union (kernel fills what fits).
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("union", ctypes.c_uint64 * 6),
+    ]
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    type: int
+    id: int
+    prog_id: int
+
+
+class Link:
+    """An owned BPF link fd. Closing an unpinned link detaches it; a pinned one stays."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pin_path: Path | None = None
+
+    @classmethod
+    def from_pin(cls, path: os.PathLike[str] | str) -> Link:
+        link = cls(libbpf.obj_get(os.fspath(path)))
+        link.pin_path = Path(path)
+        return link
+
+    def info(self) -> LinkInfo:
+        raw = _BpfLinkInfo()
+        libbpf.obj_info(self.fd, raw)
+        return LinkInfo(type=raw.type, id=raw.id, prog_id=raw.prog_id)
+
+    def pin(self, path: os.PathLike[str] | str) -> None:
+        libbpf.obj_pin(self.fd, os.fspath(path))
+        self.pin_path = Path(path)
+
+    def unpin(self) -> None:
+        if self.pin_path is not None:
+            self.pin_path.unlink(missing_ok=True)
+            self.pin_path = None
+
+    def update(self, program: Program) -> None:
+        """Atomically replace the attached program (e.g. after a restart reloads it)."""
+        libbpf.check(libbpf.lib().bpf_link_update(self.fd, program.fd, None), "update link")
+
+    def detach(self) -> None:
+        """Detach now, even if pinned or held elsewhere; the fd stays open (defunct)."""
+        libbpf.check(libbpf.lib().bpf_link_detach(self.fd), "detach link")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _link_create(program: Program, target_fd: int, attach: AttachType, what: str) -> Link:
+    ret = libbpf.lib().bpf_link_create(program.fd, target_fd, int(attach), None)
+    if ret < 0:
+        raise BpfError(-ret, f"attach {program.name} to {what}")
+    return Link(ret)
+
+
+def _require(program: Program, prog_type: ProgType, hook: str) -> None:
+    if program.type != prog_type:
+        raise ValueError(f"{program.name} is program type {program.type}, {hook} needs {prog_type}")
+
+
+def attach_tcx(ifindex: int, program: Program, direction: Direction) -> Link:
+    """Attach a tc (SCHED_CLS) program to a device with a tcx link (appended last)."""
+    _require(program, ProgType.SCHED_CLS, "tcx")
+    if ifindex <= 0:
+        raise ValueError(f"invalid ifindex {ifindex}")
+    attach = AttachType.TCX_INGRESS if direction is Direction.INGRESS else AttachType.TCX_EGRESS
+    ret = libbpf.lib().bpf_link_create(program.fd, ifindex, int(attach), None)
+    if ret == -errno.EINVAL and not tcx_supported(program):
+        raise NotSupported("tcx", "6.6", errno.EINVAL)
+    if ret < 0:
+        raise BpfError(-ret, f"attach tcx {direction.value} of {program.name} to ifindex {ifindex}")
+    return Link(ret)
+
+
+def tcx_supported(program: Program) -> bool:
+    """Whether the kernel knows tcx, probed with a SCHED_CLS program on an absent ifindex.
+
+    A kernel without tcx rejects the attach type with EINVAL; one with it looks the device up
+    and says ENODEV.
+    """
+    ret: int = libbpf.lib().bpf_link_create(
+        program.fd, 0x7FFFFFFF, int(AttachType.TCX_INGRESS), None
+    )
+    if ret >= 0:
+        os.close(ret)
+        return True
+    return ret != -errno.EINVAL
+
+
+def attach_xdp(ifindex: int, program: Program) -> Link:
+    """Attach an XDP program to a device with a link (native mode if the driver has it)."""
+    _require(program, ProgType.XDP, "xdp")
+    return _link_create(program, ifindex, AttachType.XDP, f"xdp of ifindex {ifindex}")
+
+
+def attach_cgroup(cgroup: os.PathLike[str] | str, program: Program, attach: AttachType) -> Link:
+    """Attach a cgroup program (e.g. connect4) to a cgroup v2 directory. Never the root one."""
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return _link_create(program, fd, attach, f"cgroup {cgroup}")
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class TcFilter:
+    """A clsact direct-action filter installed with `tc` (the fallback without tcx)."""
+
+    device: str
+    direction: Direction
+    netns: str | None
+
+    def _tc(self, *args: str) -> list[str]:
+        return ["tc", *(["-n", self.netns] if self.netns else []), *args]
+
+    def detach(self) -> None:
+        """Remove the filter (the clsact qdisc stays: other filters may use it)."""
+        _run(self._tc("filter", "del", "dev", self.device, self.direction.value))
+
+
+def attach_tc(
+    device: str, pinned_program: Path, direction: Direction, netns: str | None = None
+) -> TcFilter:
+    """Attach a pinned SCHED_CLS program with clsact + `tc filter ... bpf da`."""
+    f = TcFilter(device, direction, netns)
+    qdisc = subprocess.run(
+        f._tc("qdisc", "add", "dev", device, "clsact"), capture_output=True, text=True
+    )
+    if qdisc.returncode != 0 and "File exists" not in qdisc.stderr:
+        raise BpfError(errno.EINVAL, f"add clsact to {device}: {qdisc.stderr.strip()}")
+    _run(
+        f._tc(
+            "filter",
+            "add",
+            "dev",
+            device,
+            direction.value,
+            "bpf",
+            "direct-action",
+            "object-pinned",
+            str(pinned_program),
+        )
+    )
+    return f
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BpfError(errno.EINVAL, f"{' '.join(argv)}: {done.stderr.strip()}")
