@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "lab": "pylium.cli.lab:lab_group",
     "exec": "pylium.cli.pods:exec_cmd",
     "probe": "pylium.cli.pods:probe_cmd",
+    "observe": "pylium.cli.observe:observe_cmd",
     "bench": "pylium.cli.bench:bench_group",
 }
 
