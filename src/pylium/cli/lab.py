@@ -90,6 +90,30 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
         console.print(grid)
 
 
+@lab_group.command("restart")
+@click.argument("daemon", type=click.Choice(["agent", "kubelet"]))
+@click.option("--name", default=None, help="Lab name (default: --lab).")
+@click.option("--node", default=None, help="Node name (default: the lab's first node).")
+@click.pass_context
+def restart_cmd(ctx: click.Context, daemon: str, name: str | None, node: str | None) -> None:
+    """Restart a node's agent or lab kubelet (pods keep running and keep their addresses)."""
+    from pylium.lab.up import LabError, restart_agent, restart_kubelet
+
+    rec = load_lab(ctx, name)
+    try:
+        target = rec.node(node) if node else rec.nodes[0]
+    except KeyError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        if daemon == "agent":
+            pid = restart_agent(rec, target, progress=_progress)
+        else:
+            pid = restart_kubelet(rec, target)
+    except LabError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{target.name}: {daemon} restarted (pid {pid})")
+
+
 @lab_group.command("demo")
 @click.option("--name", default="demo", show_default=True, help="The demo lab's name.")
 def demo_cmd(name: str) -> None:

@@ -108,6 +108,15 @@ def restart_agent(lab: LabRecord, node: NodeRecord, progress: Callable[[str], No
     return pid
 
 
+def restart_kubelet(lab: LabRecord, node: NodeRecord) -> int:
+    """Stop the node's lab kubelet if it runs (it leaves pods alone) and start it again; it
+    adopts the running pods. Returns its pid."""
+    process.stop(node.kubeletPid, daemons.is_kubelet_of(node.name))
+    pid = daemons.start_kubelet(lab, node)
+    record.save(lab)
+    return pid
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

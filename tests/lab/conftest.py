@@ -1,0 +1,130 @@
+"""A real lab for the end-to-end tests: made once per module, always torn down, and checked
+to leave nothing behind (namespaces, node dirs, cgroups, processes, pins, records)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pylium import paths
+from pylium.lab import daemons, netns, process, record
+from pylium.store import NotFound, open_store
+from tests.support import wait_for
+
+PYLIUM = str(Path(sys.executable).parent / "pylium")
+
+pytestmark = pytest.mark.root
+
+
+def pylium(
+    *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the `pylium` command as a user would."""
+    proc = subprocess.run([PYLIUM, *args], capture_output=True, text=True, input=input, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pylium {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def unique_lab() -> str:
+    """A lab name no other engineer's tests use (prefix `t`)."""
+    return f"t{secrets.token_hex(3)}"
+
+
+def leftovers(lab: str) -> dict[str, Any]:
+    """Everything of `lab` still on the machine (empty when clean)."""
+    node = record.node_pattern(lab)
+    found: dict[str, Any] = {
+        "netns": netns.matching(record.netns_pattern(lab)),
+        "node dirs": [n for n in os.listdir(paths.RUN_ROOT) if node.fullmatch(n)]
+        if paths.RUN_ROOT.exists()
+        else [],
+        "lab dir": paths.lab_dir(lab).exists(),
+        "cgroup": (paths.CGROUP_ROOT / lab).exists(),
+        "pins": [n for n in os.listdir(paths.BPFFS_ROOT) if node.fullmatch(n)]
+        if paths.BPFFS_ROOT.exists()
+        else [],
+        "processes": [
+            pid
+            for i in range(1, 3)
+            for pid in process.find(daemons.is_agent_of(record.node_name(lab, i)))
+            + process.find(daemons.is_kubelet_of(record.node_name(lab, i)))
+        ],
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def apply(lab: str, *objects: dict[str, Any]) -> None:
+    """`pylium apply -f -` of the objects."""
+    pylium("--lab", lab, "apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def store_get(lab: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+    """An object straight from the lab's store (None if absent): cheaper than a CLI call in
+    a polling loop."""
+
+    async def get() -> dict[str, Any] | None:
+        store = open_store(record.store_url(lab))
+        try:
+            return await store.get(kind, namespace, name)
+        except NotFound:
+            return None
+        finally:
+            await store.close()
+
+    return asyncio.run(get())
+
+
+def running_pod(lab: str, name: str, namespace: str = "default") -> dict[str, Any]:
+    """Wait until the pod runs with an IP; returns it."""
+
+    def check() -> dict[str, Any] | None:
+        pod = store_get(lab, "Pod", name, namespace)
+        status = (pod or {}).get("status") or {}
+        return pod if status.get("phase") == "Running" and status.get("podIP") else None
+
+    return wait_for(check, timeout=30, interval=0.1)
+
+
+def server_pod(name: str, namespace: str = "default") -> dict[str, Any]:
+    """A pod served by the built-in server on 80/TCP and 53/UDP."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "pylium/podserver",
+                    "ports": [
+                        {"containerPort": 80},
+                        {"containerPort": 53, "protocol": "UDP"},
+                    ],
+                }
+            ]
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[str]:
+    """A one-node lab, removed at the end; the test fails if anything of it remains."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    name = unique_lab()
+    try:
+        pylium("lab", "up", "--name", name)
+        yield name
+    finally:
+        pylium("lab", "down", "--name", name, "--force", check=False)
+        assert leftovers(name) == {}

@@ -1,0 +1,210 @@
+"""End to end in one real lab: pods started by the lab kubelet through the real CNI chain,
+talking over TCP and UDP, exec, deletion, agent and kubelet restarts."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pylium.agent.client import AgentClient
+from pylium.lab import daemons, netns, process, record
+from tests.lab.conftest import apply, pylium, running_pod, server_pod, store_get
+from tests.support import wait_for
+
+pytestmark = pytest.mark.root
+
+POD_CIDR = ipaddress.ip_network("10.244.1.0/24")
+
+
+@pytest.fixture(scope="module")
+def servers(lab: str) -> dict[str, str]:
+    """web-1 and web-2 running; name -> pod IP."""
+    apply(lab, server_pod("web-1"), server_pod("web-2"))
+    return {n: running_pod(lab, n)["status"]["podIP"] for n in ("web-1", "web-2")}
+
+
+def _ipam_used(lab: str) -> dict[str, object]:
+    cn = store_get(lab, "CiliumNode", record.node_name(lab, 1)) or {}
+    used: dict[str, object] = ((cn.get("status") or {}).get("ipam") or {}).get("used") or {}
+    return used
+
+
+def test_status_json_lists_the_node(lab: str) -> None:
+    report = json.loads(pylium("--lab", lab, "lab", "status", "-o", "json").stdout)
+    (node,) = report["nodes"]
+    name = f"{lab}-node1"
+    assert node["name"] == name
+    assert node["netns"] == f"pyl-{lab}-node1" and netns.exists(node["netns"])
+    assert node["agentSocket"] == f"/var/run/pylium/{name}/agent.sock"
+    assert node["cniConfDir"] == f"/var/run/pylium/{name}/cni/net.d"
+    assert node["cniBinDir"] == f"/var/run/pylium/{name}/cni/bin"
+    assert node["podCIDR"] == "10.244.1.0/24"
+    assert node["health"] == "ok" and node["kubeletRunning"] is True
+    conflist = json.loads(Path(node["cniConfDir"], "05-pylium.conflist").read_text())
+    assert [p["type"] for p in conflist["plugins"]] == ["pylium-cni", "portmap"]
+    assert conflist["plugins"][0]["agentSocket"] == node["agentSocket"]
+    for plugin in ("pylium-cni", "loopback", "portmap"):
+        assert os.access(f"{node['cniBinDir']}/{plugin}", os.X_OK)
+
+
+def test_up_on_an_existing_lab_refuses(lab: str) -> None:
+    proc = pylium("lab", "up", "--name", lab, check=False)
+    assert proc.returncode != 0
+    assert "lab down" in proc.stderr
+
+
+def test_pods_run_with_ips_from_the_node_cidr(lab: str, servers: dict[str, str]) -> None:
+    for name, ip in servers.items():
+        assert ipaddress.ip_address(ip) in POD_CIDR, name
+        pod = store_get(lab, "Pod", name, "default") or {}
+        assert pod["spec"]["nodeName"] == f"{lab}-node1"
+        assert {"type": "Ready", "status": "True"} in pod["status"]["conditions"]
+    assert len(set(servers.values())) == 2
+
+
+@pytest.mark.parametrize(("dest", "port", "protocol"), [("web-2", 80, "tcp"), ("web-2", 53, "udp")])
+def test_pod_to_pod_probe_answers_with_the_pod_name(
+    lab: str, servers: dict[str, str], dest: str, port: int, protocol: str
+) -> None:
+    out = pylium(
+        "--lab", lab, "probe", "web-1", f"{dest}:{port}", "--protocol", protocol, "-o", "json"
+    ).stdout
+    result = json.loads(out)
+    assert result["ok"] is True
+    assert result["answer"] == dest
+    assert result["destination"] == servers[dest]
+
+
+def test_probe_by_ip_and_failures(lab: str, servers: dict[str, str]) -> None:
+    ok = pylium("--lab", lab, "probe", "web-2", f"{servers['web-1']}:80")
+    assert ok.stdout.strip() == "web-1"
+    refused = pylium("--lab", lab, "probe", "web-2", "web-1:81", check=False)
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    silent = pylium(
+        "--lab", lab, "probe", "web-2", "web-1:54", "--protocol", "udp", "-o", "json", check=False
+    )
+    assert silent.returncode == 1 and json.loads(silent.stdout)["reason"] == "refused"
+
+
+def test_exec_runs_in_the_pod_netns_and_passes_the_exit_code(
+    lab: str, servers: dict[str, str]
+) -> None:
+    out = pylium("--lab", lab, "exec", "web-1", "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert f"inet {servers['web-1']}/32" in out.stdout
+    assert (
+        pylium("--lab", lab, "exec", "web-1", "--", "sh", "-c", "exit 3", check=False).returncode
+        == 3
+    )
+    cgroups = pylium("--lab", lab, "exec", "web-1", "--", "cat", "/proc/self/cgroup").stdout
+    assert f"/pylium/{lab}/{lab}-node1" in cgroups
+
+
+def test_a_pod_command_runs_in_its_sandbox(lab: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cmd", "namespace": "default"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c"],
+                    "args": ["ip -4 -o addr show eth0 > /tmp/$0.addr; exec sleep infinity", lab],
+                }
+            ]
+        },
+    }
+    apply(lab, pod)
+    ip = running_pod(lab, "cmd")["status"]["podIP"]
+    out = wait_for(lambda: _read(f"/tmp/{lab}.addr"), timeout=10)
+    os.unlink(f"/tmp/{lab}.addr")
+    assert f"inet {ip}/32" in out
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text() or None
+    except FileNotFoundError:
+        return None
+
+
+def test_deleting_a_pod_removes_netns_veth_and_frees_its_ip(lab: str) -> None:
+    apply(lab, server_pod("gone"))
+    pod = running_pod(lab, "gone")
+    ip, ns = pod["status"]["podIP"], pod["metadata"]["annotations"]["pylium.io/netns"]
+    node_ns = f"pyl-{lab}-node1"
+    routes = subprocess.run(["ip", "-n", node_ns, "route"], capture_output=True, text=True).stdout
+    assert ip in routes and netns.exists(ns)
+    wait_for(lambda: ip in _ipam_used(lab), timeout=10)
+    pylium("--lab", lab, "delete", "pod", "gone")
+    wait_for(lambda: not netns.exists(ns), timeout=15)
+    wait_for(lambda: ip not in _ipam_used(lab), timeout=10)
+    routes = subprocess.run(["ip", "-n", node_ns, "route"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-n", node_ns, "-o", "link"], capture_output=True, text=True)
+    assert ip not in routes
+    socket = f"/var/run/pylium/{lab}-node1/agent.sock"
+    endpoints = AgentClient(socket).endpoints()
+    assert ip not in [e["ipv4"] for e in endpoints]
+    host_ifs = {e["hostIfname"] for e in endpoints}
+    lxc = {line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()}
+    assert {name for name in lxc if name.startswith("lxc")} == host_ifs
+
+
+def test_agent_killed_and_restarted_keeps_pods_and_allocations(
+    lab: str, servers: dict[str, str]
+) -> None:
+    rec = record.load(lab)
+    assert rec is not None
+    node = rec.nodes[0]
+    used_before = {ip for ip in _ipam_used(lab) if ip in servers.values()}
+    os.kill(node.agentPid or 0, signal.SIGKILL)
+    wait_for(lambda: not process.alive(node.agentPid), timeout=5)
+    # The datapath is in the kernel: pods still talk while the agent is away.
+    assert pylium("--lab", lab, "probe", "web-1", "web-2:80").stdout.strip() == "web-2"
+    # An ADD while the agent is away fails, is reported, and is retried once it is back.
+    apply(lab, server_pod("late"))
+    wait_for(
+        lambda: ((store_get(lab, "Pod", "late", "default") or {}).get("status") or {}).get(
+            "message"
+        ),
+        timeout=15,
+    )
+    pylium("--lab", lab, "lab", "restart", "agent")
+    late_ip = running_pod(lab, "late")["status"]["podIP"]
+    assert late_ip not in servers.values()
+    assert used_before == set(servers.values())
+    assert set(servers.values()) <= set(_ipam_used(lab))
+    assert pylium("--lab", lab, "probe", "late", "web-1:80").stdout.strip() == "web-1"
+    pylium("--lab", lab, "delete", "pod", "late")
+
+
+def test_kubelet_restart_adopts_running_pods_and_cleans_deleted_ones(
+    lab: str, servers: dict[str, str]
+) -> None:
+    rec = record.load(lab)
+    assert rec is not None
+    node = rec.nodes[0]
+    apply(lab, server_pod("doomed"))
+    doomed_ns = running_pod(lab, "doomed")["metadata"]["annotations"]["pylium.io/netns"]
+    web1_ns = record.pod_netns(lab, "default", "web-1")
+    pids_before = set(_pids_in(web1_ns))
+    assert pids_before
+    process.stop(node.kubeletPid, daemons.is_kubelet_of(node.name))
+    assert netns.exists(doomed_ns) and set(_pids_in(web1_ns)) == pids_before  # SIGTERM: no DEL
+    pylium("--lab", lab, "delete", "pod", "doomed")
+    pylium("--lab", lab, "lab", "restart", "kubelet")
+    wait_for(lambda: not netns.exists(doomed_ns), timeout=15)
+    assert set(_pids_in(web1_ns)) == pids_before
+    assert pylium("--lab", lab, "probe", "web-2", "web-1:80").stdout.strip() == "web-1"
+
+
+def _pids_in(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
