@@ -22,6 +22,7 @@ from typing import Self
 from pylium.datapath import libbpf
 from pylium.datapath.errors import BpfError, NotSupported
 from pylium.datapath.loader import Program
+from pylium.paths import NETNS_DIR
 
 
 class AttachType(IntEnum):
@@ -180,7 +181,9 @@ class TcFilter:
     netns: str | None
 
     def _tc(self, *args: str) -> list[str]:
-        return ["tc", *(["-n", self.netns] if self.netns else []), *args]
+        # nsenter, not `tc -n`: that remounts /sys in a private mount namespace, hiding bpffs.
+        enter = ["nsenter", f"--net={NETNS_DIR / self.netns}", "--"] if self.netns else []
+        return [*enter, "tc", *args]
 
     def detach(self) -> None:
         """Remove the filter (the clsact qdisc stays: other filters may use it)."""
@@ -192,11 +195,7 @@ def attach_tc(
 ) -> TcFilter:
     """Attach a pinned SCHED_CLS program with clsact + `tc filter ... bpf da`."""
     f = TcFilter(device, direction, netns)
-    qdisc = subprocess.run(
-        f._tc("qdisc", "add", "dev", device, "clsact"), capture_output=True, text=True
-    )
-    if qdisc.returncode != 0 and "File exists" not in qdisc.stderr:
-        raise BpfError(errno.EINVAL, f"add clsact to {device}: {qdisc.stderr.strip()}")
+    _run(f._tc("qdisc", "replace", "dev", device, "clsact"))  # idempotent
     _run(
         f._tc(
             "filter",

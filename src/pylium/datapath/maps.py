@@ -207,6 +207,9 @@ class Map(Generic[K, V]):
             yield nxt
             key = nxt
 
+    def __iter__(self) -> Iterator[K]:
+        return self.keys()
+
     def items(self) -> Iterator[tuple[K, V]]:
         """Iterate (key, value); keys removed meanwhile are skipped."""
         for key in self.keys():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,17 @@ def events(objs: LxcObjects) -> Iterator[Events]:
         yield ev
     finally:
         ev.close()
+
+
+PROGS = Path(__file__).parent / "progs"
+CLANG = ["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu"]
+
+
+def build(source: str, out_dir: Path) -> Path:
+    """Compile one of progs/*.c exactly as bpf/Makefile does."""
+    out = out_dir / source.replace(".c", ".o")
+    subprocess.run(
+        [*CLANG, "-c", str(PROGS / source), "-o", str(out)],
+        check=True,
+    )
+    return out

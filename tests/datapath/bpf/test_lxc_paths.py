@@ -201,7 +201,7 @@ def test_that_a_spoofed_source_address_is_dropped_with_invalid_source_ip(objs, e
     assert (ev.type, ev.drop_reason, ev.source) == (EventType.DROP, DropReason.INVALID_SIP, 101)
     assert int(DropReason.INVALID_SIP) == 132  # Cilium's "Invalid source ip"
     assert str(ev.saddr) == "10.244.1.99"
-    assert list(objs.ct4.keys()) == []
+    assert list(objs.ct4) == []
     assert read_metrics(objs.metrics) == {
         (DropReason.INVALID_SIP, Direction.EGRESS): Counter(packets=1, bytes=len(res.data))
     }
