@@ -96,6 +96,10 @@ class Event:
 
     @classmethod
     def decode(cls, data: bytes) -> Event:
+        if len(data) != ctypes.sizeof(RawEvent):
+            raise ValueError(
+                f"event of {len(data)} bytes, struct pylium_event has {ctypes.sizeof(RawEvent)}"
+            )
         raw = RawEvent.from_buffer_copy(data)
         kind = EventType(raw.type)
         return cls(

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pylium.datapath.links import AttachType, Direction, attach_cgroup, attach_tc, attach_xdp
+from pylium.datapath.links import (
+    AttachType,
+    Direction,
+    attach_cgroup,
+    attach_tc,
+    attach_xdp,
+    tcx_supported,
+)
 from pylium.datapath.loader import Collection, ObjectSpec
 from pylium.datapath.lxc import LxcObjects
 from pylium.paths import CGROUP_ROOT
@@ -104,3 +111,10 @@ def test_that_the_tc_fallback_carries_pod_traffic(topo, pin_dir):
             for f in filters:
                 f.detach()
             assert not udp_echo(topo.a, topo.b, timeout=0.5)
+
+
+def test_that_the_tcx_probe_finds_tcx_on_this_kernel(pin_dir):
+    # Kernel 6.18 has tcx (6.6+): a probe saying otherwise would turn attach errors into
+    # a false NotSupported.
+    with LxcObjects.load(CONFIG, pin_dir=pin_dir) as objs:
+        assert tcx_supported(objs.from_container)
