@@ -282,3 +282,13 @@ def test_that_the_event_addresses_are_network_order(objs, events):
     ev = events.drain()[0]
     assert ev.saddr == ipaddress.IPv4Address(A_IP)
     assert struct.pack("!H", ev.dport) == b"\x00\x02"
+
+
+def test_that_repeated_runs_count_every_packet_and_report_a_duration(objs):
+    res = prog_run(objs.from_container, from_a(pk.udp(A_IP, OUTSIDE_IP, 5000, 53)), repeat=50)
+
+    assert res.retval == TC_ACT_OK
+    assert res.duration_ns > 0
+    entry = ct_entry(objs, A_IP, OUTSIDE_IP, 5000, 53, pk.PROTO_UDP, TupleFlags.OUT)
+    assert entry is not None and entry.tx_packets == 50
+    assert read_metrics(objs.metrics)[(DropReason.FORWARDED, Direction.EGRESS)].packets == 50
