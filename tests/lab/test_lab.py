@@ -208,3 +208,12 @@ def test_kubelet_restart_adopts_running_pods_and_cleans_deleted_ones(
 def _pids_in(ns: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def test_a_dead_container_is_restarted(lab: str, servers: dict[str, str]) -> None:
+    ns = record.pod_netns(lab, "default", "web-2")
+    (pid,) = _pids_in(ns)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: [p for p in _pids_in(ns) if p != pid], timeout=10)
+    probe = ["--lab", lab, "probe", "web-1", "web-2:80"]
+    wait_for(lambda: pylium(*probe, check=False).stdout.strip() == "web-2", timeout=10)

@@ -41,3 +41,9 @@ def test_demo_runs_end_to_end_and_replaces_its_lab(lab_name: str) -> None:
     second = pylium("lab", "demo", "--name", lab_name)  # replaces the lab it made
     assert "answered web-1" in second.stdout and "answered web-2" in second.stdout
     assert f"pylium lab down --name {lab_name}" in second.stdout
+
+
+def test_more_nodes_than_supported_is_refused_cleanly(lab_name: str) -> None:
+    proc = pylium("lab", "up", "--name", lab_name, "--nodes", "2", check=False)
+    assert proc.returncode != 0 and "--nodes 2" in proc.stderr
+    assert leftovers(lab_name) == {}

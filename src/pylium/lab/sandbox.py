@@ -9,6 +9,7 @@ exists, so nothing a crash leaves behind goes unrecorded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -164,7 +165,8 @@ class Sandboxes:
         """Stop the processes, CNI DEL, delete the namespace, forget the state."""
         for pid in state.pids.values():
             if _in_netns(pid, state.netns):
-                process.stop(pid)
+                # In a thread: a slow SIGTERM must not stall the kubelet's other pods.
+                await asyncio.to_thread(process.stop, pid)
         # DEL runs even when the namespace is gone: the agent still holds the address.
         await self.chain.delete(self._runtime(state))
         netns.delete(state.netns)
