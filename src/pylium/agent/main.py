@@ -23,7 +23,7 @@ from pylium.agent.cells import Agent, AgentParams
 log = logging.getLogger("pylium.agent")
 
 CRASH_ENV = "PYLIUM_AGENT_CRASH_AT"
-"""Test-only: name an ADD step ("state-written", "ip-allocated", "veth-created", "peer-moved",
+"""Test-only: name an ADD step ("state-written", "ip-allocated", "veth-created",
 "pod-configured", "host-configured", "ready") and the agent exits abruptly right after it, as a
 crash would. The crash-recovery tests use it."""
 

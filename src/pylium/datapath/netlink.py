@@ -97,16 +97,24 @@ class Netns(Protocol):
         """Every interface of the namespace."""
         ...
 
-    async def add_veth(self, name: str, peer: str, mtu: int) -> Link:
-        """Create a veth pair; returns the `name` end. Raises LinkExists."""
+    async def add_veth(
+        self,
+        name: str,
+        peer: str,
+        mtu: int,
+        *,
+        peer_netns: str | None = None,
+        peer_mac: str | None = None,
+    ) -> Link:
+        """Create a veth pair; returns the `name` end.
+
+        With `peer_netns` the peer is born in the namespace at that path, already named: on
+        this kernel that costs ~1 ms where creating it here and moving it costs ~18 ms.
+        Raises LinkExists (either name taken) or NetnsNotFound."""
         ...
 
     async def delete_link(self, name: str) -> bool:
         """Delete an interface (a veth takes its peer with it); False if it was absent."""
-        ...
-
-    async def move_link(self, name: str, netns_path: str) -> None:
-        """Move an interface into the namespace at `netns_path`. Raises NetnsNotFound."""
         ...
 
     async def set_link(
@@ -266,15 +274,34 @@ class PyrouteNetns:
     async def links(self) -> list[Link]:
         return [self._to_link(msg) async for msg in await self._ipr.link("dump")]
 
-    async def add_veth(self, name: str, peer: str, mtu: int) -> Link:
+    async def add_veth(
+        self,
+        name: str,
+        peer: str,
+        mtu: int,
+        *,
+        peer_netns: str | None = None,
+        peer_mac: str | None = None,
+    ) -> Link:
+        peer_spec: dict[str, Any] = {"ifname": peer, "mtu": mtu}
+        if peer_mac is not None:
+            peer_spec["address"] = peer_mac
+        netns_fd: int | None = None
+        if peer_netns is not None:
+            try:
+                netns_fd = os.open(peer_netns, os.O_RDONLY)
+            except FileNotFoundError as err:
+                raise NetnsNotFound(f"network namespace {peer_netns} does not exist") from err
+            peer_spec["net_ns_fd"] = netns_fd
         try:
-            await self._ipr.link(
-                "add", ifname=name, kind="veth", mtu=mtu, peer={"ifname": peer, "mtu": mtu}
-            )
+            await self._ipr.link("add", ifname=name, kind="veth", mtu=mtu, peer=peer_spec)
         except RtnlError as err:
             if err.code == errno.EEXIST:
                 raise LinkExists(f"interface {name!r} or {peer!r} exists already") from err
             raise
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
         link = await self.link(name)
         if link is None:
             raise LinkNotFound(f"veth {name!r} vanished right after creation")
@@ -291,17 +318,6 @@ class PyrouteNetns:
                 return False
             raise
         return True
-
-    async def move_link(self, name: str, netns_path: str) -> None:
-        index = await self._require(name)
-        try:
-            fd = os.open(netns_path, os.O_RDONLY)
-        except FileNotFoundError as err:
-            raise NetnsNotFound(f"network namespace {netns_path} does not exist") from err
-        try:
-            await self._ipr.link("set", index=index, net_ns_fd=fd)
-        finally:
-            os.close(fd)
 
     async def set_link(
         self,

@@ -63,11 +63,6 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return HOST_IFNAME_PREFIX + digest[:11]
 
 
-def temp_peer_name(host: str) -> str:
-    """The pod-side end's name while it is still in the node namespace."""
-    return "tmp" + host[len(HOST_IFNAME_PREFIX) :]
-
-
 def owner_of(container_id: str, ifname: str) -> str:
     """The IPAM owner string of an attachment."""
     return f"{container_id}/{ifname}"
