@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pylium.store.interface import Object
+from pylium.store.objectmeta import stamp_new
+
+ApplyResult = Literal["created", "configured", "unchanged"]
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 """Annotation holding the manifest of the last apply (compact JSON)."""
@@ -38,6 +41,20 @@ def with_last_applied(manifest: Object) -> Object:
     recorded = json.dumps(out, separators=(",", ":"), sort_keys=True)
     meta["annotations"] = {**annotations, LAST_APPLIED: recorded}
     return out
+
+
+def apply_to(live: Object | None, manifest: Object) -> tuple[Object, ApplyResult]:
+    """What `Store.apply(manifest)` writes over `live` (None: absent), and the result to report.
+
+    For "unchanged" the object returned is `live` and nothing is to be written; otherwise the
+    backend writes the object returned (stamping its resourceVersion).
+    """
+    if live is None:
+        return stamp_new(with_last_applied(manifest)), "created"
+    merged = merge_applied(live, manifest)
+    if merged == live:
+        return live, "unchanged"
+    return merged, "configured"
 
 
 def merge_applied(live: Object, manifest: Object) -> Object:

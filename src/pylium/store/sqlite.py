@@ -19,22 +19,28 @@ import functools
 import json
 import sqlite3
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from dataclasses import astuple
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import TypeVar, cast
 
-from pylium.store.applyset import merge_applied, with_last_applied
+from pylium.store.applyset import ApplyResult, apply_to
 from pylium.store.interface import (
     AlreadyExists,
-    Conflict,
     Event,
     EventType,
     Expired,
+    Key,
     NotFound,
     Object,
     StoreError,
+)
+from pylium.store.objectmeta import (
+    check_resource_version,
+    describe,
+    keep_identity,
+    key_of,
+    stamp_new,
 )
 
 T = TypeVar("T")
@@ -67,25 +73,6 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0)",
 )
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _key_of(obj: Object) -> tuple[str, str, str]:
-    """(kind, namespace, name) of an object; a missing namespace means cluster-scoped ("")."""
-    kind = obj.get("kind")
-    meta = obj.get("metadata")
-    if not isinstance(kind, str) or not kind:
-        raise StoreError("object has no kind")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise StoreError(f"{kind} has no metadata.name")
-    return kind, str(meta.get("namespace") or ""), meta["name"]
-
-
-def _describe(kind: str, namespace: str, name: str) -> str:
-    return f'{kind} "{namespace}/{name}"' if namespace else f'{kind} "{name}"'
 
 
 class SqliteStore:
@@ -157,13 +144,12 @@ class SqliteStore:
         finally:
             conn.execute("COMMIT")
 
-    def _load(self, conn: sqlite3.Connection, kind: str, namespace: str, name: str) -> Object:
+    def _load(self, conn: sqlite3.Connection, key: Key) -> Object:
         row = conn.execute(
-            "SELECT data FROM objects WHERE kind=? AND namespace=? AND name=?",
-            (kind, namespace, name),
+            "SELECT data FROM objects WHERE kind=? AND namespace=? AND name=?", astuple(key)
         ).fetchone()
         if row is None:
-            raise NotFound(f"{_describe(kind, namespace, name)} not found")
+            raise NotFound(f"{describe(key)} not found")
         obj: Object = json.loads(row[0])
         return obj
 
@@ -173,7 +159,7 @@ class SqliteStore:
         revision += 1
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(revision)
-        kind, namespace, name = _key_of(obj)
+        kind, namespace, name = astuple(key_of(obj))
         data = json.dumps(obj, separators=(",", ":"), sort_keys=True)
         conn.execute("UPDATE meta SET value=? WHERE key='revision'", (revision,))
         if type_ == "DELETED":
@@ -201,7 +187,7 @@ class SqliteStore:
 
     async def get(self, kind: str, namespace: str, name: str) -> Object:
         """Return the object or raise NotFound."""
-        return await self._run(lambda: self._load(self._conn, kind, namespace, name))
+        return await self._run(lambda: self._load(self._conn, Key(kind, namespace, name)))
 
     async def list(self, kind: str, namespace: str | None = None) -> tuple[list[Object], int]:
         """All objects of a kind (in one namespace or all) and the revision they were read at."""
@@ -225,60 +211,44 @@ class SqliteStore:
 
     async def create(self, obj: Object) -> Object:
         """Store a new object; raise AlreadyExists."""
-        key = _key_of(obj)
+        key = key_of(obj)
 
         def body(conn: sqlite3.Connection) -> Object:
             if conn.execute(
-                "SELECT 1 FROM objects WHERE kind=? AND namespace=? AND name=?", key
+                "SELECT 1 FROM objects WHERE kind=? AND namespace=? AND name=?", astuple(key)
             ).fetchone():
-                raise AlreadyExists(f"{_describe(*key)} already exists")
-            new = copy.deepcopy(obj)
-            new["metadata"]["uid"] = str(uuid.uuid4())
-            new["metadata"]["creationTimestamp"] = _now()
-            return self._record(conn, "ADDED", new)
+                raise AlreadyExists(f"{describe(key)} already exists")
+            return self._record(conn, "ADDED", stamp_new(obj))
 
         return await self._run(lambda: self._write_txn(body))
 
     async def update(self, obj: Object) -> Object:
         """Replace an object, checking metadata.resourceVersion when given."""
-        key = _key_of(obj)
+        key = key_of(obj)
 
         def body(conn: sqlite3.Connection) -> Object:
-            old = self._load(conn, *key)
-            wanted = obj["metadata"].get("resourceVersion")
-            if wanted and str(wanted) != old["metadata"]["resourceVersion"]:
-                raise Conflict(
-                    f"{_describe(*key)}: resourceVersion {wanted} is stale"
-                    f" (stored: {old['metadata']['resourceVersion']})"
-                )
-            new = copy.deepcopy(obj)
-            new["metadata"]["uid"] = old["metadata"]["uid"]
-            new["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            return self._record(conn, "MODIFIED", new)
+            old = self._load(conn, key)
+            check_resource_version(obj, old)
+            return self._record(conn, "MODIFIED", keep_identity(obj, old))
 
         return await self._run(lambda: self._write_txn(body))
 
-    async def apply(
-        self, obj: Object
-    ) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
+    async def apply(self, obj: Object) -> tuple[Object, ApplyResult]:
         """Create, or three-way merge into the stored object (kubectl apply; see applyset):
         fields controllers wrote, such as `status`, survive a re-apply."""
-        key = _key_of(obj)
+        key = key_of(obj)
 
-        def body(
-            conn: sqlite3.Connection,
-        ) -> tuple[Object, Literal["created", "configured", "unchanged"]]:
+        def body(conn: sqlite3.Connection) -> tuple[Object, ApplyResult]:
             try:
-                old = self._load(conn, *key)
+                old: Object | None = self._load(conn, key)
             except NotFound:
-                new = with_last_applied(obj)
-                new["metadata"]["uid"] = str(uuid.uuid4())
-                new["metadata"]["creationTimestamp"] = _now()
-                return self._record(conn, "ADDED", new), "created"
-            merged = merge_applied(old, obj)
-            if merged == old:
-                return old, "unchanged"
-            return self._record(conn, "MODIFIED", merged), "configured"
+                old = None
+            new, result = apply_to(old, obj)
+            if result == "created":
+                return self._record(conn, "ADDED", new), result
+            if result == "configured":
+                return self._record(conn, "MODIFIED", new), result
+            return new, result
 
         return await self._run(lambda: self._write_txn(body))
 
@@ -286,7 +256,7 @@ class SqliteStore:
         """Remove an object and return its last state (resourceVersion = the deletion's)."""
 
         def body(conn: sqlite3.Connection) -> Object:
-            return self._record(conn, "DELETED", self._load(conn, kind, namespace, name))
+            return self._record(conn, "DELETED", self._load(conn, Key(kind, namespace, name)))
 
         return await self._run(lambda: self._write_txn(body))
 
