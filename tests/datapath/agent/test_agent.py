@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -68,6 +69,17 @@ def pod_state(path: str) -> tuple[list[dict], list[dict], list[dict]]:
     )
 
 
+def node_sysctl(node: Node, key: str) -> str:
+    """A sysctl as the node netns sees it (/proc/sys/net is per namespace of the reader)."""
+    out = subprocess.run(
+        in_netns(f"/var/run/netns/{node.netns}", "cat", f"/proc/sys/{key}"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 def lxc_links(node: Node) -> list[str]:
     return [name for name in node.links() if name.startswith("lxc")]
 
@@ -99,6 +111,8 @@ def test_endpoints_are_plumbed_and_pods_talk(node, pods):
     assert {"pylium_host", "pylium_net", a["hostIfname"], b["hostIfname"]} <= set(node.links())
     host_addr = ip_json("-n", node.netns, "-4", "addr", "show", "pylium_host")[0]["addr_info"]
     assert [(x["local"], x["prefixlen"]) for x in host_addr] == [("10.244.7.1", 32)]
+    assert node_sysctl(node, "net/ipv4/ip_forward") == "1"
+    assert node_sysctl(node, "net/ipv4/conf/all/rp_filter") == "0"
 
     assert tcp_exchange(b_ns, a_ns, b["ipv4"]) == a["ipv4"]
     assert tcp_exchange(a_ns, b_ns, a["ipv4"]) == b["ipv4"]
@@ -184,6 +198,23 @@ def test_crash_mid_add_leaks_nothing(node, pods, step):
     assert_nothing_left(node)
     ep = node.client.create_endpoint("c1", "eth0", ns)  # the same ADD now succeeds
     assert ep["state"] == "ready"
+
+
+def test_parallel_adds_get_distinct_addresses_and_sigterm_stops_cleanly(node, pods):
+    nss = [new_pod(pods) for _ in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        eps = list(
+            pool.map(lambda i: node.client.create_endpoint(f"p{i}", "eth0", nss[i]), range(12))
+        )
+    assert len({e["ipv4"] for e in eps}) == len({e["id"] for e in eps}) == 12
+    assert len(lxc_links(node)) == 12
+    assert node.stop() == 0
+    assert not node.socket.exists()
+    node.start()
+    assert sorted(e["id"] for e in node.client.endpoints()) == sorted(e["id"] for e in eps)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda i: node.client.delete_attachment(f"p{i}", "eth0"), range(12)))
+    assert_nothing_left(node)
 
 
 def test_500_add_del_cycles_leak_nothing(node, pods):

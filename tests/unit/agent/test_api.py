@@ -220,3 +220,12 @@ async def test_client_reports_an_unreachable_agent(tmp_path):
     with pytest.raises(AgentUnreachable) as err:
         client.healthz()
     assert err.value.code == 11
+
+
+async def test_stop_while_waiting_for_the_pod_cidr_is_clean(harness):
+    h, starting = harness
+    await eventually(lambda: asyncio.to_thread((h.root / "agent.sock").exists))
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    await h.agent.stop()
+    assert not (h.root / "agent.sock").exists()
