@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,38 @@ def test_a_dead_container_is_restarted(lab: str, servers: dict[str, str]) -> Non
     wait_for(lambda: [p for p in _pids_in(ns) if p != pid], timeout=10)
     probe = ["--lab", lab, "probe", "web-1", "web-2:80"]
     wait_for(lambda: pylium(*probe, check=False).stdout.strip() == "web-2", timeout=10)
+    (container,) = wait_for(lambda: _container_statuses(lab, "web-2", restarts=1), timeout=10)
+    assert container["ready"] is True and container["state"] == {"running": {}}
+
+
+def _container_statuses(lab: str, pod: str, restarts: int) -> list[dict[str, Any]] | None:
+    status = (store_get(lab, "Pod", pod, "default") or {}).get("status") or {}
+    found: list[dict[str, Any]] = status.get("containerStatuses") or []
+    return found if [c["restartCount"] for c in found] == [restarts] else None
+
+
+@pytest.mark.parametrize(("code", "phase"), [(0, "Succeeded"), (3, "Failed")])
+def test_a_finished_container_of_a_never_restarted_pod_ends_the_pod(
+    lab: str, code: int, phase: str
+) -> None:
+    name = f"once-{code}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x", "command": ["sh", "-c", f"exit {code}"]}],
+        },
+    }
+    apply(lab, pod)
+
+    def ended() -> dict[str, Any] | None:
+        status = (store_get(lab, "Pod", name, "default") or {}).get("status") or {}
+        return status if status.get("phase") == phase else None
+
+    status = wait_for(ended, timeout=15, interval=0.1)
+    (container,) = status["containerStatuses"]
+    assert container["state"] == {"terminated": {"exitCode": code}}
+    assert container["restartCount"] == 0
+    pylium("--lab", lab, "delete", "pod", name)

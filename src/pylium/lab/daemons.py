@@ -62,7 +62,7 @@ def start_agent(lab: LabRecord, node: NodeRecord) -> int:
     node.agentCommand = agent_argv(lab, node)
     node.agentPid = process.start(
         netns.nsenter_argv(node.netns, node.agentCommand), node.dir / "agent.log"
-    )
+    ).pid
     return node.agentPid
 
 
@@ -71,5 +71,5 @@ def start_kubelet(lab: LabRecord, node: NodeRecord) -> int:
     node.kubeletCommand = kubelet_argv(lab, node)
     node.kubeletPid = process.start(
         netns.nsenter_argv(node.netns, node.kubeletCommand), node.dir / "kubelet.log"
-    )
+    ).pid
     return node.kubeletPid

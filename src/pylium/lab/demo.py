@@ -4,6 +4,7 @@ then say how to explore and how to tear it down."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.panel import Panel
-from rich.table import Table
 
 from pylium.api import validate
+from pylium.cli.output import render_table
+from pylium.cli.printers import columns_for
 from pylium.lab.down import down
 from pylium.lab.up import LabError, up
 from pylium.store import Object, open_store
@@ -117,33 +120,25 @@ def run_demo(lab: str = "demo") -> int:
     down(lab, force=True, progress=progress)
     try:
         rec = up(lab, 1, progress=progress)
+        node = rec.nodes[0]
+        gateway = next(ipaddress.ip_network(node.podCIDR).hosts())
+        console.print(f"   node [cyan]{node.name}[/cyan] (namespace {node.netns}): agent + kubelet")
+        console.print(f"   pod CIDR {node.podCIDR}, gateway {gateway} on pylium_host")
+        console.print("[bold]2.[/bold] Apply namespace [cyan]demo[/cyan] with three pods:")
         console.print(
-            f"   node [cyan]{rec.nodes[0].name}[/cyan] in namespace {rec.nodes[0].netns}, "
-            f"pod CIDR {rec.nodes[0].podCIDR}, agent + lab kubelet running"
+            "   [cyan]web-1[/cyan], [cyan]web-2[/cyan]: built-in server on 80/TCP + 53/UDP, "
+            "answers with its name"
         )
-        console.print(
-            "[bold]2.[/bold] Apply namespace [cyan]demo[/cyan]: servers [cyan]web-1[/cyan], "
-            "[cyan]web-2[/cyan] (80/TCP, 53/UDP, answering with their name) and a "
-            "[cyan]client[/cyan] (sleep infinity)"
-        )
+        console.print("   [cyan]client[/cyan]: command `sleep infinity`")
         pods = asyncio.run(_apply_and_wait(rec.store, manifests()))
     except LabError as e:
         err.print(f"[red]demo failed:[/red] {e}")
         return 1
-    table = Table(title="pods (like `pylium get pods -n demo -o wide`)", title_justify="left")
-    for column in ("NAME", "STATUS", "IP", "NODE", "NETNS"):
-        table.add_column(column)
-    for pod in pods:
-        status = pod.get("status") or {}
-        annotations = pod["metadata"].get("annotations") or {}
-        table.add_row(
-            pod["metadata"]["name"],
-            status.get("phase", ""),
-            status.get("podIP", ""),
-            pod["spec"].get("nodeName", ""),
-            annotations.get("pylium.io/netns", ""),
-        )
-    console.print(table)
+    columns = columns_for("Pod", wide=False)
+    rows = [[col.cell(pod) for col in columns] for pod in pods]
+    console.print(f"   [dim]$ pylium --lab {lab} get pods -n {NAMESPACE}[/dim]")
+    table = render_table([col.header for col in columns], rows)
+    console.print(Padding(table, (0, 0, 0, 3)), highlight=False, markup=False)
     console.print("[bold]3.[/bold] Pods talk through their veths and the node's routes")
     failures = 0
     for src, dest, port, protocol in PROBES:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pylium.lab import process, record
+from pylium.lab import record
 from pylium.lab.cnichain import CniChain, load_conflist
 from pylium.lab.sandbox import NETNS_ANNOTATION, Sandboxes, SandboxState
 from pylium.lab.workqueue import WorkQueue
@@ -52,19 +52,40 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def running_status(state: SandboxState, pod: Object) -> dict[str, Any]:
-    """The status of a pod whose sandbox is up."""
+def running_status(state: SandboxState, pod: Object, alive: dict[str, bool]) -> dict[str, Any]:
+    """The status of a pod whose sandbox is up: Running while a container may still run,
+    then Succeeded (every container exited 0) or Failed."""
     old = pod.get("status") or {}
+    containers = []
+    for c in pod["spec"]["containers"]:
+        name = c["name"]
+        container: dict[str, Any] = {
+            "name": name,
+            "ready": alive.get(name, False),
+            "restartCount": state.restarts.get(name, 0),
+        }
+        if name in state.exited:
+            container["state"] = {"terminated": {"exitCode": state.exited[name]}}
+        else:
+            container["state"] = {"running": {}} if container["ready"] else {"waiting": {}}
+        containers.append(container)
+    ended = [state.exited[c["name"]] for c in containers if c["name"] in state.exited]
+    if len(ended) < len(containers):
+        phase = "Running"
+    else:
+        phase = "Succeeded" if all(code == 0 for code in ended) else "Failed"
+    ready = all(c["ready"] for c in containers)
     return {
-        "phase": "Running",
+        "phase": phase,
         "podIP": state.ip,
         "podIPs": [{"ip": state.ip}] if state.ip else [],
         "hostIP": state.gateway,
         "startTime": old.get("startTime") or _now(),
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
-            {"type": "Ready", "status": "True"},
+            {"type": "Ready", "status": "True" if ready else "False"},
         ],
+        "containerStatuses": containers,
     }
 
 
@@ -138,13 +159,13 @@ class Kubelet:
                 self._desires[key] = desire
 
     async def _liveness(self) -> None:
-        """Requeue pods whose processes died, so their sync restarts them."""
+        """Reap exited processes and requeue their pods: the sync restarts them (restartPolicy)
+        and reports the change. Restarts are paced by this interval."""
         while True:
             await asyncio.sleep(LIVENESS_INTERVAL)
             for key, state in list(self.running.items()):
-                for pid in state.pids.values():
-                    process.reap(pid)
-                if not self.sandboxes.running(state):
+                self.sandboxes.collect(state)
+                if self.sandboxes.needs_start(state):
                     self.queue.add(key)
 
     async def _worker(self) -> None:
@@ -176,10 +197,11 @@ class Kubelet:
             return
         if state is None:
             state = await self._create(key, pod)
-        elif not self.sandboxes.running(state):
+        elif self.sandboxes.needs_start(state):
             log.info("restarting processes of %s", key)
             self.sandboxes.start_processes(state, pod)
-        await self._set_status(pod, running_status(state, pod), state.netns)
+        status = running_status(state, pod, self.sandboxes.alive(state))
+        await self._set_status(pod, status, state.netns)
 
     async def _create(self, key: str, pod: Object) -> SandboxState:
         log.info("creating sandbox of %s", key)

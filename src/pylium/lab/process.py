@@ -15,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def start(argv: list[str], log: Path, preexec: Callable[[], None] | None = None) -> int:
-    """Start `argv` detached, stdout and stderr appended to `log`; returns its pid.
+def start(
+    argv: list[str], log: Path, preexec: Callable[[], None] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` detached, stdout and stderr appended to `log`.
 
-    `preexec` runs in the child before exec (e.g. to join a cgroup).
+    `preexec` runs in the child before exec (e.g. to join a cgroup). A caller that outlives
+    the child keeps the returned handle to collect its exit code; dropping it is fine too.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -30,7 +33,7 @@ def start(argv: list[str], log: Path, preexec: Callable[[], None] | None = None)
             start_new_session=True,
             preexec_fn=preexec,
         )
-    return proc.pid
+    return proc
 
 
 def cmdline(pid: int) -> list[str]:
@@ -72,19 +75,11 @@ def stop(pid: int | None, match: Match | None = None, timeout: float = 5.0) -> N
             _signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + timeout
         time.sleep(0.02)
-        reap(pid)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def reap(pid: int) -> None:
-    """Collect the exit of our own child so it does not linger as a zombie; other pids are
-    left alone."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def find(match: Match) -> list[int]:

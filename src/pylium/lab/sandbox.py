@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +61,14 @@ class SandboxState:
     ip: str | None = None
     gateway: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
-    """container name -> pid."""
+    """container name -> pid of its (last) process."""
+    restarts: dict[str, int] = field(default_factory=dict)
+    """container name -> times restarted."""
+    lastExit: dict[str, int] = field(default_factory=dict)
+    """container name -> exit code of its last process, when the kubelet could reap it (an
+    adopted process is not its child: its exit code is unknown)."""
+    exited: dict[str, int | None] = field(default_factory=dict)
+    """Containers that ended for good (restartPolicy), with their exit code if known."""
 
     @property
     def key(self) -> str:
@@ -76,6 +84,8 @@ class Sandboxes:
         self.node = node
         self.chain = chain
         self.pods_dir = kubelet_dir(node.name) / "pods"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        """Processes this kubelet started, by pid: their handles give their exit codes."""
 
     def _dir(self, namespace: str, name: str) -> Path:
         return self.pods_dir / f"{namespace}_{name}"
@@ -117,9 +127,21 @@ class Sandboxes:
             capability_args={"portMappings": mappings},
         )
 
-    def running(self, state: SandboxState) -> bool:
-        """Whether every recorded process still runs inside the pod's namespace."""
-        return bool(state.pids) and all(_in_netns(pid, state.netns) for pid in state.pids.values())
+    def collect(self, state: SandboxState) -> None:
+        """Reap the pod's exited processes and remember their exit codes."""
+        for cname, pid in state.pids.items():
+            child = self._children.get(pid)
+            if child is not None and child.poll() is not None:
+                state.lastExit[cname] = child.returncode
+                del self._children[pid]
+
+    def alive(self, state: SandboxState) -> dict[str, bool]:
+        """container name -> whether its process runs inside the pod's namespace."""
+        return {c: _in_netns(pid, state.netns) for c, pid in state.pids.items()}
+
+    def needs_start(self, state: SandboxState) -> bool:
+        """Whether a container that has not ended for good is not running."""
+        return any(not up and c not in state.exited for c, up in self.alive(state).items())
 
     async def create(self, pod: Object) -> SandboxState:
         """Namespace, CNI ADD, processes; on failure all of it is rolled back (CNI DEL
@@ -146,19 +168,32 @@ class Sandboxes:
         return state
 
     def start_processes(self, state: SandboxState, pod: Object) -> None:
-        """Start each container not running yet, in the pod's namespace and node cgroup."""
+        """Start each container that is not running, in the pod's namespace and node cgroup.
+
+        A container that ran before is restarted as the pod's restartPolicy says (Always,
+        the default; OnFailure: unless it exited 0; Never), else it has ended for good.
+        """
+        policy = pod["spec"].get("restartPolicy") or "Always"
         cg = Path(self.node.cgroup)
         for container in pod["spec"]["containers"]:
             cname = container["name"]
-            if _in_netns(state.pids.get(cname), state.netns):
+            if cname in state.exited or _in_netns(state.pids.get(cname), state.netns):
                 continue
+            if cname in state.pids:
+                code = state.lastExit.pop(cname, None)
+                if policy == "Never" or (policy == "OnFailure" and code == 0):
+                    state.exited[cname] = code
+                    continue
+                state.restarts[cname] = state.restarts.get(cname, 0) + 1
             argv = netns.nsenter_argv(state.netns, container_argv(pod, container))
             log = self._dir(state.namespace, state.name) / f"{cname}.log"
 
             def join_cgroup() -> None:
                 cgroup.add_pid(cg, os.getpid())
 
-            state.pids[cname] = process.start(argv, log, preexec=join_cgroup)
+            child = process.start(argv, log, preexec=join_cgroup)
+            self._children[child.pid] = child
+            state.pids[cname] = child.pid
         self._save(state)
 
     async def destroy(self, state: SandboxState) -> None:
@@ -167,6 +202,9 @@ class Sandboxes:
             if _in_netns(pid, state.netns):
                 # In a thread: a slow SIGTERM must not stall the kubelet's other pods.
                 await asyncio.to_thread(process.stop, pid)
+            child = self._children.pop(pid, None)
+            if child is not None:
+                child.poll()  # collect it: no zombie left behind
         # DEL runs even when the namespace is gone: the agent still holds the address.
         await self.chain.delete(self._runtime(state))
         netns.delete(state.netns)
