@@ -299,7 +299,11 @@ class EndpointManager:
     async def _gc_loop(self) -> None:
         while True:
             await asyncio.sleep(self._params.ipam_gc_interval)
-            self._ipam.gc(self._live_owners(), grace=self._params.ipam_gc_grace)
+            try:
+                self._ipam.gc(self._live_owners(), grace=self._params.ipam_gc_grace)
+            except OSError:
+                # the state file could not be written (disk full?): keep serving, retry later
+                log.exception("IPAM garbage collection failed")
 
     @asynccontextmanager
     async def _serialized(self, key: Key) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ crash-safety promises (SIGKILL + restart, crash mid-ADD, 500 ADD/DEL cycles)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pylium.agent.client import AgentError, AgentUnreachable
 from pylium.agent.main import CRASH_EXIT_CODE
 from pylium.paths import delete_queue_dir
 from tests.datapath.agent.conftest import Node, ip_json, new_pod
+from tests.support import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -217,8 +219,15 @@ def test_parallel_adds_get_distinct_addresses_and_sigterm_stops_cleanly(node, po
     assert_nothing_left(node)
 
 
+def open_fds(node: Node) -> int:
+    assert node.proc is not None  # nsenter execs the agent: same pid
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+
 def test_500_add_del_cycles_leak_nothing(node, pods):
     ns = new_pod(pods)
+    node.client.delete_attachment("warm-up", "eth0")
+    fds = open_fds(node)
     start = time.monotonic()
     seen: set[str] = set()
     for i in range(500):
@@ -230,4 +239,25 @@ def test_500_add_del_cycles_leak_nothing(node, pods):
     assert [link["ifname"] for link in pod_state(ns)[0]] == ["lo"]
     assert_nothing_left(node)
     assert node.client.healthz()["ipam"] == {"cidr": "10.244.7.0/24", "used": 0, "available": 253}
+    assert open_fds(node) <= fds + 2  # no netns socket or file left open
     assert elapsed < 60, f"500 cycles took {elapsed:.1f}s"
+
+
+def test_netns_given_as_a_proc_path(node):
+    """CNI_NETNS may be /proc/<pid>/ns/net of the pod's process instead of a bind mount."""
+    with subprocess.Popen(["unshare", "--net", "sleep", "60"]) as sleeper:
+        try:
+            path = f"/proc/{sleeper.pid}/ns/net"
+            wait_for(lambda: os.readlink(path) != os.readlink("/proc/self/ns/net"), timeout=5)
+            ep = node.client.create_endpoint("proc", "eth0", path)
+            out = subprocess.run(
+                in_netns(path, "ip", "-j", "-4", "addr", "show", "eth0"),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert json.loads(out.stdout)[0]["addr_info"][0]["local"] == ep["ipv4"]
+            node.client.delete_attachment("proc", "eth0")
+            assert_nothing_left(node)
+        finally:
+            sleeper.kill()
