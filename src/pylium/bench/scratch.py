@@ -60,6 +60,7 @@ class ScratchNode:
 
     def __enter__(self) -> ScratchNode:
         try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
             netns_add(self.netns)
             self._netns_made = True
             asyncio.run(self._write_cilium_node())

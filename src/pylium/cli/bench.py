@@ -1,0 +1,37 @@
+"""`pylium bench ...`: benchmarks that print ratios measured side by side in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from pylium.bench import cni
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks (need root: they build scratch network namespaces)."""
+
+
+@bench_group.command("cni")
+@click.option(
+    "--count",
+    type=click.IntRange(1, cni.MAX_COUNT),
+    default=100,
+    show_default=True,
+    help="Pods to ADD then DEL per plugin.",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def cni_cmd(count: int, output: str) -> None:
+    """ADD/DEL latency and pods/s: pylium-cni against Debian's bridge + host-local."""
+    if os.geteuid() != 0:
+        raise click.ClickException("pylium bench cni needs root (it creates network namespaces)")
+    summaries = cni.run_bench(count, lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(json.dumps(cni.to_json(count, summaries), indent=2))
+    else:
+        click.echo(cni.render_text(count, summaries))
