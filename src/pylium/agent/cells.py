@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pylium import paths
@@ -27,10 +27,6 @@ from pylium.ipam import ClusterPoolAllocator
 from pylium.store import Store, open_store
 
 log = logging.getLogger(__name__)
-
-
-def _no_step(step: str) -> None:
-    """No crash hook."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,7 @@ class AgentParams:
     ipam_gc_interval: float = 60.0
     ipam_gc_grace: float = 600.0
     status_interval: float = 0.5
-    on_step: Callable[[str], None] = field(default=_no_step)
+    on_step: Callable[[str], None] | None = None
     """Crash-test hook called at each named ADD step (see EndpointParams.on_step)."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypedDict, cast
 from urllib.parse import quote, urlencode
@@ -183,6 +184,25 @@ class AgentClient:
         body = {"valid": [{"containerID": c, "ifname": i} for c, i in valid]}
         answer = cast(dict[str, Any], self._call("POST", "/v1/endpoints/gc", body))
         return cast(list[Endpoint], answer["removed"])
+
+    def stream_lines(self, path: str) -> Iterator[bytes]:
+        """GET `path` and yield the body line by line as it arrives (NDJSON streams such as
+        GET /v1/flows?follow=1). The timeout covers connecting and the answer's headers;
+        the body may then take as long as the agent keeps streaming."""
+        conn = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as err:
+                raise AgentUnreachable(self.socket_path, err) from err
+            if response.status >= 400:
+                raise _error_of(response.status, response.read())
+            if conn.sock is not None:
+                conn.sock.settimeout(None)
+            yield from iter(response.readline, b"")
+        finally:
+            conn.close()
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()

@@ -30,7 +30,7 @@ crash would. The crash-recovery tests use it."""
 CRASH_EXIT_CODE = 70
 
 
-def _crash_hook(step_name: str | None) -> Callable[[str], None]:
+def _crash_hook(step_name: str) -> Callable[[str], None]:
     def on_step(step: str) -> None:
         if step == step_name:
             log.error("%s=%s: exiting abruptly", CRASH_ENV, step)
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     parser.add_argument("--mtu", type=int, default=1500, help="pod interface MTU")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
+    crash_at = os.environ.get(CRASH_ENV)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         socket=args.socket or paths.agent_socket(args.node),
         state_dir=args.state_dir or paths.agent_state_dir(args.node),
         mtu=args.mtu,
-        on_step=_crash_hook(os.environ.get(CRASH_ENV)),
+        on_step=_crash_hook(crash_at) if crash_at else None,
     )
 
 

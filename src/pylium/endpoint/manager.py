@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
-def _no_step(step: str) -> None:
-    """The production step hook: nothing."""
-
-
 @dataclass(frozen=True)
 class EndpointParams:
     """Settings of the endpoint manager."""
@@ -61,9 +57,9 @@ class EndpointParams:
     """Seconds between garbage collections of addresses whose endpoint is gone."""
     ipam_gc_grace: float = 600.0
     """Addresses taken through POST /v1/ipam are kept this long without an endpoint."""
-    on_step: Callable[[str], None] = _no_step
+    on_step: Callable[[str], None] | None = None
     """Called after each named step of an ADD ("state-written", "ip-allocated", the plumbing
-    steps, "ready"); the crash tests make it exit the process."""
+    steps, "ready"); the crash tests make it exit the process. None in production."""
 
 
 class EndpointManager:
@@ -153,7 +149,7 @@ class EndpointManager:
                 self._in_flight.discard(owner)
 
     async def _create(self, req: EndpointRequest) -> Endpoint:
-        step = self._params.on_step
+        step = self._params.on_step or _ignore_step
         ep = Endpoint(
             id=self._ids.allocate(),
             container_id=req.container_id,
@@ -318,3 +314,7 @@ class EndpointManager:
             if self._lock_users[key] == 0:
                 del self._lock_users[key]
                 del self._locks[key]
+
+
+def _ignore_step(step: str) -> None:
+    """The step hook when none is configured."""

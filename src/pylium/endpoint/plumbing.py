@@ -23,9 +23,6 @@ from pylium.endpoint.model import Endpoint, InterfaceExists, NetnsMissing
 Step = Callable[[str], None]
 """Called after each named step of an ADD (the crash-test hook; a no-op in production)."""
 
-STEPS = ("veth-created", "pod-configured", "host-configured")
-"""The named steps `plumb` reports, in order."""
-
 
 @dataclass(frozen=True)
 class Plumbed:
