@@ -12,7 +12,7 @@ from typing import Any
 
 from pylium import paths
 from pylium.agent.client import AgentClient, AgentError, AgentUnreachable
-from pylium.cni.config import NetConf
+from pylium.cni.config import NetConf, decode, version_of
 from pylium.cni.delete_queue import queue_delete
 from pylium.cni.env import CniEnv
 from pylium.cni.errors import (
@@ -30,9 +30,15 @@ from pylium.cni.versions import LATEST, SUPPORTED_VERSIONS, at_least, from_inter
 Output = dict[str, Any] | None
 
 
-def cmd_version() -> Output:
-    """The versions this plugin speaks (whatever the input)."""
-    return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED_VERSIONS)}
+def cmd_version(stdin: bytes) -> Output:
+    """The versions this plugin speaks, echoing the request's cniVersion when it is one of
+    them (spec), else the latest. Never fails: libcni treats a failing VERSION as 0.1.0."""
+    try:
+        requested = version_of(decode(stdin))
+    except CniError:
+        requested = LATEST
+    version = requested if requested in SUPPORTED_VERSIONS else LATEST
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
 def cmd_add(env: CniEnv, conf: NetConf, agent: AgentClient) -> Output:

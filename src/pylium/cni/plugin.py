@@ -30,7 +30,7 @@ def run(
     try:
         env = parse_env(environ)
         if env.command == "VERSION":
-            return 0, _render(commands.cmd_version())
+            return 0, _render(commands.cmd_version(stdin))
         obj = decode(stdin)
         requested = version_of(obj)
         if requested in SUPPORTED_VERSIONS:

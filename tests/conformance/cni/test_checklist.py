@@ -7,8 +7,9 @@ netns where the agent runs. Items by section:
 - A (env): 1 (found in the 2nd CNI_PATH entry: every test), 3/4/5, 10 (CNI_ARGS with
   IgnoreUnknown and foreign keys: every ADD), 11, 12, 13/14 (every exec parses stdout).
   The pure validation cases (2, 6-9) are unit tests exec'ing the binary (tests/unit/cni).
-- C/D/E: ADD, CHECK, DEL per version, ADD twice, eth0+eth1, DEL twice, DEL without netns,
-  CHECK after damage, rollback; G/H: STATUS, GC; I: result shape; L: chaining with portmap,
+- C/D/E: ADD, CHECK, DEL per version, ADD twice, eth0+eth1, DEL twice, DEL without netns or
+  prevResult, CHECK after damage (address, host route) and after tuning changed the MAC,
+  rollback; G/H: STATUS (and DEL while it fails), GC; I: result shape; L: chaining with portmap,
   50 parallel ADDs.
 - K (IPAM delegation, items 66 and 71-76) does not apply: like Cilium, pylium does IPAM in its
   agent and executes no `ipam.type` binary; the address leaving with DEL/GC is asserted here.
@@ -172,6 +173,34 @@ def test_check_fails_when_prev_result_disagrees(cni: CniHarness):
             cni.runtime.check(net, att, wrong)
     finally:
         cni.runtime.delete(net, att, result)
+
+
+def test_check_fails_without_host_route(cni: CniHarness):
+    """State not listed in the result (the node's route to the pod) is checked too."""
+    net = cni.network("1.0.0")
+    att = cni.attachment(cni.pod())
+    result = cni.runtime.add(net, att)
+    try:
+        address = result["ips"][0]["address"]
+        subprocess.run([*cni.node.exec_prefix(), "ip", "route", "del", address], check=True)
+        with pytest.raises(PluginError):
+            cni.runtime.check(net, att, result)
+    finally:
+        cni.runtime.delete(net, att, result)
+
+
+def test_check_tolerates_mac_changed_by_tuning(cni: CniHarness):
+    """[pylium-cni, tuning]: tuning changes the pod MAC; every hop's CHECK still passes."""
+    net = cni.network("1.0.0", {"type": "tuning", "mac": "c2:11:22:33:44:55"})
+    att = cni.attachment(cni.pod())
+    result = cni.runtime.add(net, att)
+    try:
+        assert result["interfaces"][1]["mac"] == "c2:11:22:33:44:55"
+        assert_attached(cni, att, result)
+        cni.runtime.check(net, att, result)
+    finally:
+        cni.runtime.delete(net, att, result)
+    assert cni.used_ips() == set()
 
 
 def nat_rules(cni: CniHarness) -> str:

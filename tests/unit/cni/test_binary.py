@@ -96,11 +96,16 @@ def add_env(netns: Path, cid: str = "c1") -> dict[str, str]:
     }
 
 
-def test_version():
-    run = cni("VERSION", {"cniVersion": "0.4.0"}, CNI_NETNS="dummy", CNI_IFNAME="dummy")
+@pytest.mark.parametrize(
+    ("stdin", "echoed"),
+    [(b'{"cniVersion":"0.4.0"}', "0.4.0"), (b'{"cniVersion":"9.9.9"}', "1.1.0"), (b"", "1.1.0")],
+)
+def test_version(stdin, echoed):
+    """VERSION echoes a supported request version and never fails, whatever stdin holds."""
+    run = cni("VERSION", stdin, CNI_NETNS="dummy", CNI_IFNAME="dummy", CNI_PATH="dummy")
     assert run.rc == 0
     assert run.out == {
-        "cniVersion": "1.1.0",
+        "cniVersion": echoed,
         "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
     }
 
