@@ -25,8 +25,6 @@ from tests.support import wait_for
 PREFIX = "pyl-ta-"
 CIDR = "10.244.7.0/24"
 
-pytestmark = pytest.mark.root
-
 
 def _ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
