@@ -27,8 +27,9 @@ def test_down_force_cleans_up_after_the_record_is_lost(lab_name: str) -> None:
     pylium("lab", "up", "--name", lab_name)
     assert leftovers(lab_name)["processes"]
     record.record_path(lab_name).unlink()
-    refused = pylium("lab", "down", "--name", lab_name, check=False)
-    assert refused.returncode != 0 and "--force" in refused.stderr
+    for verb in ("down", "up"):
+        refused = pylium("lab", verb, "--name", lab_name, check=False)
+        assert refused.returncode != 0 and "--force" in refused.stderr, verb
     pylium("lab", "down", "--name", lab_name, "--force")
     assert leftovers(lab_name) == {}
     again = pylium("lab", "down", "--name", lab_name)

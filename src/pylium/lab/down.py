@@ -47,7 +47,7 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
         LeftoversWithoutRecord: no record, leftovers exist and `force` is off.
     """
     rec = record.load(lab)
-    nodes = {n.name for n in rec.nodes} if rec else set()
+    recorded = {n.name: n for n in rec.nodes} if rec else {}
     leftovers = _leftover_nodes(lab)
     namespaces = netns.matching(record.netns_pattern(lab))
     if rec is None:
@@ -59,12 +59,12 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
                 f"(nodes {sorted(leftovers)}, {len(namespaces)} namespaces): "
                 f"run `pylium lab down --name {lab} --force`"
             )
-    nodes |= leftovers
+    nodes = set(recorded) | leftovers
     for node in sorted(nodes):
-        recorded = rec.node(node) if rec and node in {n.name for n in rec.nodes} else None
+        known = recorded.get(node)
         for pid, match in (
-            (recorded.kubeletPid if recorded else None, daemons.is_kubelet_of(node)),
-            (recorded.agentPid if recorded else None, daemons.is_agent_of(node)),
+            (known.kubeletPid if known else None, daemons.is_kubelet_of(node)),
+            (known.agentPid if known else None, daemons.is_agent_of(node)),
         ):
             for p in {pid, *process.find(match)} - {None}:
                 progress(f"{node}: stopping pid {p}")

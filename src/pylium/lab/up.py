@@ -40,9 +40,14 @@ def up(
     """
     if nodes < 1 or nodes > MAX_NODES:
         raise LabError(f"--nodes {nodes}: this version runs labs of {MAX_NODES} node only")
-    if record.load(name) is not None or netns.matching(record.netns_pattern(name)):
+    if record.load(name) is not None:
         raise LabError(
             f"lab {name!r} exists already: remove it first with `pylium lab down --name {name}`"
+        )
+    if netns.matching(record.netns_pattern(name)):
+        raise LabError(
+            f"leftovers of an earlier lab {name!r} remain: remove them with "
+            f"`pylium lab down --name {name} --force`"
         )
     lab = LabRecord.new(name, nodes)
     record.save(lab)
