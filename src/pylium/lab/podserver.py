@@ -58,6 +58,8 @@ async def serve(name: str, tcp: list[int], udp: list[int], host: str = "0.0.0.0"
         ]
         for port in udp
     ]
+    ports = [f"{p}/tcp" for p in tcp] + [f"{p}/udp" for p in udp]
+    print(f"{name}: answering on {' '.join(ports) or 'no port'}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
