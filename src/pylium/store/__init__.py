@@ -42,10 +42,13 @@ def open_store(url: str) -> Store:
     """Open the store a URL names.
 
     Args:
-        url: `sqlite:///abs/path/store.db` (the file and its tables are created if absent).
+        url: `sqlite:///abs/path/store.db` (the file and its tables are created if absent), or
+            `etcd://HOST:PORT[,HOST:PORT...][/ROOT]` (keys under ROOT/pylium/v1/; several
+            endpoints must be IP addresses).
 
     Raises:
-        UnsupportedStoreURL: for any other scheme or a relative sqlite path.
+        UnsupportedStoreURL: for any other scheme, a relative sqlite path or a malformed etcd
+            URL.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -58,6 +61,14 @@ def open_store(url: str) -> Store:
         from pylium.store.sqlite import SqliteStore
 
         return SqliteStore(rest)
+    if scheme == "etcd":
+        from pylium.store.etcd import EtcdStore
+
+        try:
+            return EtcdStore.from_url(rest)
+        except ValueError as exc:
+            raise UnsupportedStoreURL(f"store URL {url!r}: {exc}") from None
     raise UnsupportedStoreURL(
-        f"store URL {url!r}: unknown scheme {scheme!r} (supported: sqlite:///abs/path.db)"
+        f"store URL {url!r}: unknown scheme {scheme!r}"
+        " (supported: sqlite:///abs/path.db, etcd://HOST:PORT)"
     )
