@@ -1,18 +1,23 @@
-"""Reflector: list then watch into a cache; relist after Expired with synthetic events."""
+"""Reflector: list then watch into a cache; relist after Expired with synthetic events. Each test
+runs on sqlite (a change log of 3 entries) and on etcd (compacted by the test)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aetcd
 import pytest
 
-from pylium.store.interface import Event
+from pylium.store.etcd import EtcdStore
+from pylium.store.interface import Event, Store
 from pylium.store.reflector import Reflector
 from pylium.store.sqlite import SqliteStore
 from tests.support import eventually
+from tests.unit.store.etcd_server import EtcdServer
 
 
 def pod(name: str, ns: str = "default", image: str = "busybox") -> dict[str, Any]:
@@ -33,16 +38,29 @@ async def take(it: Any, n: int) -> list[Event]:
         return [await anext(it) for _ in range(n)]
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "store.db", keep_changes=3, poll_interval=0.01)
+@pytest.fixture(params=["sqlite", "etcd"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "store.db", keep_changes=3, poll_interval=0.01)
+    else:
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        s = EtcdStore([server.endpoint], root="/test")
     try:
         yield s
     finally:
         await s.close()
 
 
-async def test_initial_list_then_watched_changes(store: SqliteStore) -> None:
+async def forget_history(store: Store) -> None:
+    """Drop the store's change history up to now (sqlite keeps 3 changes by itself)."""
+    if isinstance(store, EtcdStore):
+        async with aetcd.Client(*store.endpoints[0]) as client:
+            await client.compact(await store.revision(), physical=True)
+
+
+async def test_initial_list_then_watched_changes(store: Store) -> None:
+    r0 = await store.revision()
     await store.create(pod("a"))
     await store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})
     reflector = Reflector(store, "Pod")
@@ -52,11 +70,11 @@ async def test_initial_list_then_watched_changes(store: SqliteStore) -> None:
     await store.delete("Pod", "default", "a")
     assert summary(await take(events, 2)) == [("ADDED", "b"), ("DELETED", "a")]
     assert [o["metadata"]["name"] for o in reflector.items()] == ["b"]
-    assert reflector.revision == 4
+    assert reflector.revision == r0 + 4
     await events.aclose()
 
 
-async def test_relist_after_expired_emits_synthetic_events(store: SqliteStore) -> None:
+async def test_relist_after_expired_emits_synthetic_events(store: Store) -> None:
     for name in ("a", "b", "c"):
         await store.create(pod(name))
     reflector = Reflector(store, "Pod")
@@ -69,6 +87,7 @@ async def test_relist_after_expired_emits_synthetic_events(store: SqliteStore) -
     await store.create(pod("d"))
     await store.create(pod("e"))
     await store.delete("Pod", "default", "e")
+    await forget_history(store)
     synthetic = await take(events, 3)
     assert summary(synthetic) == [("DELETED", "a"), ("MODIFIED", "b"), ("ADDED", "d")]
     assert {e.revision for e in synthetic} == {await store.revision()}
@@ -82,7 +101,7 @@ async def test_relist_after_expired_emits_synthetic_events(store: SqliteStore) -
     await events.aclose()
 
 
-async def test_namespace_filter(store: SqliteStore) -> None:
+async def test_namespace_filter(store: Store) -> None:
     await store.create(pod("a", "one"))
     await store.create(pod("b", "two"))
     reflector = Reflector(store, "Pod", namespace="two")
@@ -95,7 +114,7 @@ async def test_namespace_filter(store: SqliteStore) -> None:
     await events.aclose()
 
 
-async def test_run_calls_handler_and_syncs(store: SqliteStore) -> None:
+async def test_run_calls_handler_and_syncs(store: Store) -> None:
     await store.create(pod("a"))
     reflector = Reflector(store, "Pod")
     seen: list[Event] = []
