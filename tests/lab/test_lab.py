@@ -253,3 +253,27 @@ def test_a_finished_container_of_a_never_restarted_pod_ends_the_pod(
     assert container["state"] == {"terminated": {"exitCode": code}}
     assert container["restartCount"] == 0
     pylium("--lab", lab, "delete", "pod", name)
+
+
+def test_a_crashing_container_is_restarted_with_backoff(lab: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crashy", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["sh", "-c", "exit 1"]}]},
+    }
+    apply(lab, pod)
+
+    def backing_off() -> dict[str, Any] | None:
+        status = (store_get(lab, "Pod", "crashy", "default") or {}).get("status") or {}
+        (c,) = status.get("containerStatuses") or [{}]
+        waiting = c.get("state", {}).get("waiting", {})
+        return (
+            c
+            if c.get("restartCount", 0) >= 2 and waiting.get("reason") == "CrashLoopBackOff"
+            else None
+        )
+
+    container = wait_for(backing_off, timeout=15, interval=0.1)
+    assert container["ready"] is False
+    pylium("--lab", lab, "delete", "pod", "crashy")

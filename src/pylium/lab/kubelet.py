@@ -67,7 +67,8 @@ def running_status(state: SandboxState, pod: Object, alive: dict[str, bool]) -> 
         if name in state.exited:
             container["state"] = {"terminated": {"exitCode": state.exited[name]}}
         else:
-            container["state"] = {"running": {}} if container["ready"] else {"waiting": {}}
+            waiting = {"reason": "CrashLoopBackOff"} if name in state.restarts else {}
+            container["state"] = {"running": {}} if container["ready"] else {"waiting": waiting}
         containers.append(container)
     ended = [state.exited[c["name"]] for c in containers if c["name"] in state.exited]
     if len(ended) < len(containers):
@@ -159,13 +160,13 @@ class Kubelet:
                 self._desires[key] = desire
 
     async def _liveness(self) -> None:
-        """Reap exited processes and requeue their pods: the sync restarts them (restartPolicy)
-        and reports the change. Restarts are paced by this interval."""
+        """Collect exited processes and requeue their pods: the sync restarts them (by
+        restartPolicy and backoff) and reports the change."""
         while True:
             await asyncio.sleep(LIVENESS_INTERVAL)
             for key, state in list(self.running.items()):
                 self.sandboxes.collect(state)
-                if self.sandboxes.needs_start(state):
+                if self.sandboxes.down(state):
                     self.queue.add(key)
 
     async def _worker(self) -> None:
@@ -197,8 +198,7 @@ class Kubelet:
             return
         if state is None:
             state = await self._create(key, pod)
-        elif self.sandboxes.needs_start(state):
-            log.info("restarting processes of %s", key)
+        elif self.sandboxes.down(state):
             self.sandboxes.start_processes(state, pod)
         status = running_status(state, pod, self.sandboxes.alive(state))
         await self._set_status(pod, status, state.netns)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ from pylium.lab.record import NodeRecord, kubelet_dir
 from pylium.store import Object
 
 IFNAME = "eth0"
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_CAP = 60.0
+"""Longest wait, in seconds, before restarting a container that keeps exiting."""
 NETNS_ANNOTATION = "pylium.io/netns"
 """Pod annotation naming the pod's namespace, for `pylium exec` and `pylium probe`."""
 
@@ -67,6 +73,8 @@ class SandboxState:
     lastExit: dict[str, int] = field(default_factory=dict)
     """container name -> exit code of its last process, when the kubelet could reap it (an
     adopted process is not its child: its exit code is unknown)."""
+    notBefore: dict[str, float] = field(default_factory=dict)
+    """container name -> wall-clock time before which it is not restarted (backoff)."""
     exited: dict[str, int | None] = field(default_factory=dict)
     """Containers that ended for good (restartPolicy), with their exit code if known."""
 
@@ -139,7 +147,7 @@ class Sandboxes:
         """container name -> whether its process runs inside the pod's namespace."""
         return {c: _in_netns(pid, state.netns) for c, pid in state.pids.items()}
 
-    def needs_start(self, state: SandboxState) -> bool:
+    def down(self, state: SandboxState) -> bool:
         """Whether a container that has not ended for good is not running."""
         return any(not up and c not in state.exited for c, up in self.alive(state).items())
 
@@ -171,7 +179,8 @@ class Sandboxes:
         """Start each container that is not running, in the pod's namespace and node cgroup.
 
         A container that ran before is restarted as the pod's restartPolicy says (Always,
-        the default; OnFailure: unless it exited 0; Never), else it has ended for good.
+        the default; OnFailure: unless it exited 0; Never), else it has ended for good; one
+        that keeps exiting waits out a growing backoff first.
         """
         policy = pod["spec"].get("restartPolicy") or "Always"
         cg = Path(self.node.cgroup)
@@ -179,19 +188,28 @@ class Sandboxes:
             cname = container["name"]
             if cname in state.exited or _in_netns(state.pids.get(cname), state.netns):
                 continue
+            if time.time() < state.notBefore.get(cname, 0.0):
+                continue  # crash-looping: wait out the backoff
             if cname in state.pids:
                 code = state.lastExit.pop(cname, None)
                 if policy == "Never" or (policy == "OnFailure" and code == 0):
                     state.exited[cname] = code
                     continue
                 state.restarts[cname] = state.restarts.get(cname, 0) + 1
+                # A process that dies sooner than this is not restarted before it (kubelet's
+                # CrashLoopBackOff); one that ran longer restarts at once.
+                backoff = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts[cname] - 1))
+                state.notBefore[cname] = time.time() + backoff
+                log.info(
+                    "restarting %s of %s (restart %d)", cname, state.key, state.restarts[cname]
+                )
             argv = netns.nsenter_argv(state.netns, container_argv(pod, container))
-            log = self._dir(state.namespace, state.name) / f"{cname}.log"
+            log_file = self._dir(state.namespace, state.name) / f"{cname}.log"
 
             def join_cgroup() -> None:
                 cgroup.add_pid(cg, os.getpid())
 
-            child = process.start(argv, log, preexec=join_cgroup)
+            child = process.start(argv, log_file, preexec=join_cgroup)
             self._children[child.pid] = child
             state.pids[cname] = child.pid
         self._save(state)
