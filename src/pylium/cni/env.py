@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pylium.cni.errors import InvalidEnvironment, InvalidNetns, UnknownContainer
+from pylium.cni.errors import InvalidEnvironment, InvalidNetns
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
@@ -51,7 +51,6 @@ class CniEnv:
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
-    path: tuple[str, ...] = ()
     args: dict[str, str] = field(default_factory=dict)
     netns_override: bool = False
 
@@ -59,8 +58,7 @@ class CniEnv:
 def parse_env(environ: Mapping[str, str]) -> CniEnv:
     """Validate `environ` for its CNI_COMMAND and return the invocation.
 
-    Raises InvalidEnvironment (code 4) naming every missing or invalid variable, and
-    UnknownContainer (code 3) for a container ID that is present but empty after trimming.
+    Raises InvalidEnvironment (code 4) naming every missing or invalid variable.
     """
     command = environ.get("CNI_COMMAND", "")
     if not command:
@@ -86,7 +84,6 @@ def parse_env(environ: Mapping[str, str]) -> CniEnv:
         container_id=container_id,
         netns=environ.get("CNI_NETNS", ""),
         ifname=ifname,
-        path=tuple(p for p in environ.get("CNI_PATH", "").split(os.pathsep) if p),
         args=parse_cni_args(environ.get("CNI_ARGS", "")),
         netns_override=override,
     )
@@ -94,8 +91,6 @@ def parse_env(environ: Mapping[str, str]) -> CniEnv:
 
 def validate_container_id(container_id: str) -> None:
     """skel's rule: non-empty, starting alphanumeric, then alphanumerics and `_.-`."""
-    if not container_id:
-        raise UnknownContainer("missing containerID")
     if not _CONTAINER_ID_RE.match(container_id):
         raise InvalidEnvironment(
             "invalid characters in containerID", f"CNI_CONTAINERID={container_id!r}"

@@ -26,7 +26,6 @@ def env(**overrides: str) -> dict[str, str]:
 def test_full_add():
     parsed = parse_env(env(CNI_ARGS="IgnoreUnknown=1;FOO=bar;K8S_POD_NAME=p"))
     assert parsed.container_id == "c1"
-    assert parsed.path == ("/opt/cni/bin", "/usr/lib/cni")
     assert parsed.args["K8S_POD_NAME"] == "p"
 
 
