@@ -12,12 +12,11 @@ from pylium.lab.record import NodeRecord
 CONFLIST_FILE = "05-pylium.conflist"
 NETWORK_NAME = "pylium"
 CNI_VERSION = "1.0.0"
-DEFAULT_MTU = 1500
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 """containernetworking-plugins from Debian; the lab chains `portmap` and links `loopback`."""
 
 
-def conflist(agent_socket: str, mtu: int = DEFAULT_MTU) -> dict[str, Any]:
+def conflist(agent_socket: str, mtu: int) -> dict[str, Any]:
     """The node's network: pylium-cni (talking to the node's agent), then portmap."""
     return {
         "cniVersion": CNI_VERSION,
@@ -29,7 +28,7 @@ def conflist(agent_socket: str, mtu: int = DEFAULT_MTU) -> dict[str, Any]:
     }
 
 
-def install(node: NodeRecord, mtu: int = DEFAULT_MTU) -> None:
+def install(node: NodeRecord, mtu: int) -> None:
     """Write the node's bin dir links and its conflist."""
     bin_dir = Path(node.cniBinDir)
     bin_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         node.agentSocket,
         "--state-dir",
         str(paths.agent_state_dir(node.name)),
+        "--mtu",
+        str(lab.mtu),
     ]
 
 

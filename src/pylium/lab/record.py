@@ -15,6 +15,7 @@ from typing import Any
 from pylium import paths, statefile
 
 LAB_FILE = "lab.json"
+DEFAULT_MTU = 1500
 STORE_FILE = "store.db"
 
 
@@ -108,9 +109,11 @@ class LabRecord:
     name: str
     store: str
     nodes: list[NodeRecord] = field(default_factory=list)
+    mtu: int = DEFAULT_MTU
+    """Pod interface MTU, given to every agent and conflist."""
 
     @classmethod
-    def new(cls, lab: str, node_count: int) -> LabRecord:
+    def new(cls, lab: str, node_count: int, mtu: int = DEFAULT_MTU) -> LabRecord:
         """The record of a lab about to be made, with every path filled in."""
         nodes = []
         for i in range(1, node_count + 1):
@@ -126,7 +129,7 @@ class LabRecord:
                     cgroup=str(cgroup_dir(lab, name)),
                 )
             )
-        return cls(name=lab, store=store_url(lab), nodes=nodes)
+        return cls(name=lab, store=store_url(lab), nodes=nodes, mtu=mtu)
 
     def node(self, name: str) -> NodeRecord:
         """The node of that name; KeyError if the lab has none."""
@@ -143,7 +146,12 @@ class LabRecord:
     def from_json(cls, data: dict[str, Any]) -> LabRecord:
         """Parse lab.json."""
         nodes = [NodeRecord(**n) for n in data.get("nodes", [])]
-        return cls(name=data["name"], store=data["store"], nodes=nodes)
+        return cls(
+            name=data["name"],
+            store=data["store"],
+            nodes=nodes,
+            mtu=int(data.get("mtu", DEFAULT_MTU)),
+        )
 
 
 def record_path(lab: str) -> Path:

@@ -171,7 +171,11 @@ class Sandboxes:
             self._save(state)
             self.start_processes(state, pod)
         except BaseException:
-            await self.destroy(state)
+            try:
+                await self.destroy(state)
+            except Exception as e:  # keep the ADD error; the state file lets a later sync
+                # (or `lab down`) finish the clean-up
+                log.warning("rolling back the sandbox of %s failed: %s", state.key, e)
             raise
         return state
 

@@ -29,7 +29,7 @@ class LabError(Exception):
 def up(
     name: str,
     nodes: int = 1,
-    mtu: int = cniconf.DEFAULT_MTU,
+    mtu: int = record.DEFAULT_MTU,
     progress: Callable[[str], None] = print,
 ) -> LabRecord:
     """Make the lab and return its record once every agent is healthy.
@@ -49,13 +49,13 @@ def up(
             f"leftovers of an earlier lab {name!r} remain: remove them with "
             f"`pylium lab down --name {name} --force`"
         )
-    lab = LabRecord.new(name, nodes)
+    lab = LabRecord.new(name, nodes, mtu)
     record.save(lab)
     try:
         progress("store: namespaces, nodes and pod CIDRs")
         asyncio.run(cluster.seed(lab))
         for node in lab.nodes:
-            _make_node(lab, node, mtu, progress)
+            _make_node(lab, node, progress)
     except BaseException as e:
         progress(f"lab up failed ({e}); removing what was made")
         down.down(name, force=True, progress=progress)
@@ -65,12 +65,12 @@ def up(
     return lab
 
 
-def _make_node(lab: LabRecord, node: NodeRecord, mtu: int, progress: Callable[[str], None]) -> None:
+def _make_node(lab: LabRecord, node: NodeRecord, progress: Callable[[str], None]) -> None:
     progress(f"{node.name}: namespace {node.netns}, cgroup, CNI config")
     netns.create(node.netns)
     cgroup.create(Path(node.cgroup))
     node.dir.mkdir(parents=True, exist_ok=True)
-    cniconf.install(node, mtu)
+    cniconf.install(node, lab.mtu)
     progress(f"{node.name}: starting the agent")
     daemons.start_agent(lab, node)
     record.save(lab)
