@@ -11,6 +11,7 @@ the plugin itself never imports this module.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,14 +42,6 @@ class NetworkList:
     name: str
     cni_version: str
     plugins: list[dict[str, Any]]
-
-    @classmethod
-    def from_conflist(cls, obj: dict[str, Any]) -> NetworkList:
-        """Read a decoded conflist; libcni rejects one without plugins."""
-        plugins = obj.get("plugins")
-        if not isinstance(plugins, list) or not plugins:
-            raise ValueError("conflist has no plugins")
-        return cls(name=str(obj["name"]), cni_version=str(obj["cniVersion"]), plugins=plugins)
 
 
 @dataclass(frozen=True)
@@ -146,13 +139,13 @@ class CniRuntime:
             if runtime_config:
                 conf["runtimeConfig"] = runtime_config
         env = {
+            **os.environ,  # libcni passes its own environment plus the six variables
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": att.container_id if att else "",
             "CNI_NETNS": att.netns if att else "",
             "CNI_IFNAME": att.ifname if att else "",
             "CNI_ARGS": att.args if att else "",
             "CNI_PATH": ":".join(str(p) for p in self.path),
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         }
         proc = subprocess.run(
             [*self.exec_prefix, str(self.find(plugin["type"]))],
