@@ -29,7 +29,11 @@ def conflist(agent_socket: str, mtu: int) -> dict[str, Any]:
 
 
 def install(node: NodeRecord, mtu: int) -> None:
-    """Write the node's bin dir links and its conflist."""
+    """Write the node's bin dir links and its conflist.
+
+    Raises:
+        FileNotFoundError: a plugin to link is not installed.
+    """
     bin_dir = Path(node.cniBinDir)
     bin_dir.mkdir(parents=True, exist_ok=True)
     links = {
@@ -39,6 +43,9 @@ def install(node: NodeRecord, mtu: int) -> None:
         "portmap": REFERENCE_PLUGINS / "portmap",
     }
     for name, target in links.items():
+        if not target.exists():
+            hint = "" if name == "pylium-cni" else " (apt-get install containernetworking-plugins)"
+            raise FileNotFoundError(f"CNI plugin {target} is missing{hint}")
         link = bin_dir / name
         link.unlink(missing_ok=True)
         link.symlink_to(target)
