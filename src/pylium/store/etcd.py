@@ -151,6 +151,9 @@ class EtcdStore:
         endpoints: etcd client endpoints, (host, port) each.
         root: key prefix in front of `/pylium/v1/` ("" or "/something"), to share an etcd.
         timeout: seconds a request may take.
+
+    Raises:
+        ValueError: no endpoint, or several that `grpc_target` cannot join.
     """
 
     def __init__(
@@ -171,7 +174,6 @@ class EtcdStore:
     def from_url(cls, rest: str) -> EtcdStore:
         """The store an `etcd://` URL names (see `parse_url`); ValueError if malformed."""
         endpoints, root = parse_url(rest)
-        grpc_target(endpoints)  # reject unsupported endpoint lists before first use
         return cls(endpoints, root)
 
     # -- keys and values ---------------------------------------------------------------------
