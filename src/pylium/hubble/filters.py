@@ -1,0 +1,275 @@
+"""Flow filters with Hubble's semantics (flow.FlowFilter), and the query that builds them.
+
+A `FlowFilter` holds lists of values per field: values of one field are ORed, fields are ANDed,
+an empty field matches everything. A request carries a whitelist and a blacklist: a flow passes
+when it matches at least one whitelist filter (or the whitelist is empty) and no blacklist
+filter. Pod values are `namespace/name-prefix` as in Hubble (`x/web` matches `x/web-1`).
+
+`FlowQuery` is the `pylium observe` / `GET /v1/flows` form: options such as `pod`, `port` or
+`ip` mean "on either side", so each one expands into a source and a destination variant and
+the whitelist is every combination; `from-*`/`to-*` options pick a side. Options prefixed
+`not-` build the blacklist the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from pylium.hubble.flow import TCP, UDP, Endpoint, Flow, ICMPv4, TrafficDirection, Verdict
+
+DEFAULT_NAMESPACE = "default"
+
+EVENT_TYPES = {"drop": 1, "trace": 4}
+"""`--type` names and Cilium's monitor message types."""
+
+
+class InvalidFilter(ValueError):
+    """A filter value that cannot be understood (names the option and the value)."""
+
+
+@dataclass(frozen=True)
+class FlowFilter:
+    """flow.FlowFilter (the fields pylium's flows carry). Hubble field names."""
+
+    uuid: tuple[str, ...] = ()
+    source_ip: tuple[str, ...] = ()
+    destination_ip: tuple[str, ...] = ()
+    source_pod: tuple[str, ...] = ()
+    destination_pod: tuple[str, ...] = ()
+    source_identity: tuple[int, ...] = ()
+    destination_identity: tuple[int, ...] = ()
+    verdict: tuple[Verdict, ...] = ()
+    event_type: tuple[int, ...] = ()
+    """Cilium monitor types: 1 drop, 4 trace."""
+    protocol: tuple[str, ...] = ()
+    source_port: tuple[int, ...] = ()
+    destination_port: tuple[int, ...] = ()
+    traffic_direction: tuple[TrafficDirection, ...] = ()
+    reply: tuple[bool, ...] = ()
+    node_name: tuple[str, ...] = ()
+
+    def matches(self, flow: Flow) -> bool:
+        """True when every non-empty field has a value matching the flow."""
+        src_ip, dst_ip = (flow.IP.source, flow.IP.destination) if flow.IP else ("", "")
+        sport, dport = _ports(flow)
+        checks = (
+            (self.uuid, lambda v: v == flow.uuid),
+            (self.source_ip, lambda v: _ip_matches(v, src_ip)),
+            (self.destination_ip, lambda v: _ip_matches(v, dst_ip)),
+            (self.source_pod, lambda v: _pod_matches(v, flow.source)),
+            (self.destination_pod, lambda v: _pod_matches(v, flow.destination)),
+            (self.source_identity, lambda v: v == flow.source.identity),
+            (self.destination_identity, lambda v: v == flow.destination.identity),
+            (self.verdict, lambda v: v == flow.verdict),
+            (self.event_type, lambda v: flow.event_type is not None and v == flow.event_type.type),
+            (self.protocol, lambda v: _protocol_matches(v, flow)),
+            (self.source_port, lambda v: sport is not None and v == sport),
+            (self.destination_port, lambda v: dport is not None and v == dport),
+            (self.traffic_direction, lambda v: v == flow.traffic_direction),
+            (self.reply, lambda v: flow.is_reply is not None and v == flow.is_reply),
+            (self.node_name, lambda v: _glob_prefix_matches(v, flow.node_name)),
+        )
+        return all(not values or any(match(v) for v in values) for values, match in checks)
+
+    def add(self, **values: Iterable[Any]) -> FlowFilter:
+        """A copy with more values in the named fields."""
+        return replace(self, **{k: (*getattr(self, k), *v) for k, v in values.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """Hubble's JSON form (non-empty fields; enums by name, ports as strings)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            values = getattr(self, f.name)
+            if not values:
+                continue
+            if f.name == "event_type":
+                out[f.name] = [{"type": v} for v in values]
+            elif f.name in ("source_port", "destination_port"):
+                out[f.name] = [str(v) for v in values]
+            else:
+                out[f.name] = [getattr(v, "name", v) for v in values]
+        return out
+
+
+def matches(flow: Flow, whitelist: Sequence[FlowFilter], blacklist: Sequence[FlowFilter]) -> bool:
+    """Hubble's rule: in the whitelist (if any) and in no blacklist filter."""
+    if whitelist and not any(f.matches(flow) for f in whitelist):
+        return False
+    return not any(f.matches(flow) for f in blacklist)
+
+
+def _ports(flow: Flow) -> tuple[int | None, int | None]:
+    if isinstance(flow.l4, TCP | UDP):
+        return flow.l4.source_port, flow.l4.destination_port
+    return None, None
+
+
+def _ip_matches(value: str, ip: str) -> bool:
+    if not ip:
+        return False
+    if "/" in value:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(value, strict=False)
+    return value == ip
+
+
+def _pod_matches(value: str, ep: Endpoint) -> bool:
+    namespace, _, prefix = value.rpartition("/")
+    if not ep.pod_name and not ep.namespace:
+        return False
+    return (namespace or DEFAULT_NAMESPACE) == ep.namespace and ep.pod_name.startswith(prefix)
+
+
+def _protocol_matches(value: str, flow: Flow) -> bool:
+    value = value.lower()
+    if isinstance(flow.l4, TCP):
+        return value == "tcp"
+    if isinstance(flow.l4, UDP):
+        return value == "udp"
+    if isinstance(flow.l4, ICMPv4):
+        return value in ("icmp", "icmpv4")
+    return False
+
+
+def _glob_prefix_matches(value: str, name: str) -> bool:
+    # Hubble node-name filters allow a trailing `*` ("lab/*").
+    return name.startswith(value[:-1]) if value.endswith("*") else name == value
+
+
+# --- the query form ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowQuery:
+    """The options of `pylium observe` / `GET /v1/flows`; each holds one or more values."""
+
+    pod: tuple[str, ...] = ()
+    from_pod: tuple[str, ...] = ()
+    to_pod: tuple[str, ...] = ()
+    namespace: tuple[str, ...] = ()
+    ip: tuple[str, ...] = ()
+    from_ip: tuple[str, ...] = ()
+    to_ip: tuple[str, ...] = ()
+    port: tuple[str, ...] = ()
+    from_port: tuple[str, ...] = ()
+    to_port: tuple[str, ...] = ()
+    verdict: tuple[str, ...] = ()
+    protocol: tuple[str, ...] = ()
+    type: tuple[str, ...] = ()
+    negated: FlowQuery | None = field(default=None)
+    """Options prefixed `not-`: what must not match (the blacklist)."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The query keys (`pod`, `from-pod`, ...), without the `not-` forms."""
+        return [f.name.replace("_", "-") for f in fields(cls) if f.name != "negated"]
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """URL query pairs (`from-pod=x/a`, `not-protocol=icmp`, ...)."""
+        pairs = [
+            (f.name.replace("_", "-"), v)
+            for f in fields(self)
+            if f.name != "negated"
+            for v in getattr(self, f.name)
+        ]
+        if self.negated is not None:
+            pairs += [("not-" + k, v) for k, v in self.negated.to_params()]
+        return pairs
+
+    @classmethod
+    def from_params(cls, pairs: Iterable[tuple[str, str]]) -> FlowQuery:
+        """Parse query pairs; unknown keys are ignored (they belong to the request)."""
+        names = set(cls.option_names())
+        positive: dict[str, list[str]] = {}
+        negative: list[tuple[str, str]] = []
+        for key, value in pairs:
+            if key.startswith("not-") and key[4:] in names:
+                negative.append((key[4:], value))
+            elif key in names:
+                positive.setdefault(key.replace("-", "_"), []).append(value)
+        return cls(
+            **{k: tuple(v) for k, v in positive.items()},
+            negated=cls.from_params(negative) if negative else None,
+        )
+
+    def filters(self) -> tuple[list[FlowFilter], list[FlowFilter]]:
+        """(whitelist, blacklist); raises InvalidFilter for a malformed value."""
+        whitelist = self._expand()
+        blacklist = self.negated._expand() if self.negated is not None else []
+        return whitelist, blacklist
+
+    def _expand(self) -> list[FlowFilter]:
+        if not any(getattr(self, f.name) for f in fields(self) if f.name != "negated"):
+            return []
+        default_ns = self.namespace[0] if len(self.namespace) == 1 else DEFAULT_NAMESPACE
+        pods = [_qualify(p, default_ns) for p in self.pod]
+        base = FlowFilter(
+            source_pod=tuple(_qualify(p, default_ns) for p in self.from_pod),
+            destination_pod=tuple(_qualify(p, default_ns) for p in self.to_pod),
+            source_ip=tuple(_checked_ip(v) for v in self.from_ip),
+            destination_ip=tuple(_checked_ip(v) for v in self.to_ip),
+            source_port=tuple(_port(v) for v in self.from_port),
+            destination_port=tuple(_port(v) for v in self.to_port),
+            verdict=tuple(_verdict(v) for v in self.verdict),
+            protocol=tuple(_protocol(v) for v in self.protocol),
+            event_type=tuple(_event_type(v) for v in self.type),
+        )
+        # Namespaces alone (no pod option to qualify) select either side in them.
+        namespaces = () if self.pod or self.from_pod or self.to_pod else self.namespace
+        either: list[tuple[str, str, tuple[Any, ...]]] = [
+            ("source_pod", "destination_pod", tuple(pods)),
+            ("source_pod", "destination_pod", tuple(f"{ns}/" for ns in namespaces)),
+            ("source_ip", "destination_ip", tuple(_checked_ip(v) for v in self.ip)),
+            ("source_port", "destination_port", tuple(_port(v) for v in self.port)),
+        ]
+        sides = [[{src: values}, {dst: values}] for src, dst, values in either if values]
+        return [
+            base.add(**{k: v for choice in combo for k, v in choice.items()})
+            for combo in itertools.product(*sides)
+        ]
+
+
+def _qualify(pod: str, namespace: str) -> str:
+    if not pod or pod.endswith("/"):
+        raise InvalidFilter(f"invalid pod {pod!r}: give NAME or NAMESPACE/NAME")
+    return pod if "/" in pod else f"{namespace}/{pod}"
+
+
+def _checked_ip(value: str) -> str:
+    try:
+        if "/" in value:
+            ipaddress.ip_network(value, strict=False)
+        else:
+            ipaddress.ip_address(value)
+    except ValueError as err:
+        raise InvalidFilter(f"invalid ip {value!r}") from err
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise InvalidFilter(f"invalid port {value!r}")
+    return int(value)
+
+
+def _verdict(value: str) -> Verdict:
+    try:
+        return Verdict[value.upper()]
+    except KeyError:
+        names = ", ".join(v.name for v in Verdict if v.value)
+        raise InvalidFilter(f"invalid verdict {value!r}: one of {names}") from None
+
+
+def _protocol(value: str) -> str:
+    if value.lower() not in ("tcp", "udp", "icmp", "icmpv4"):
+        raise InvalidFilter(f"invalid protocol {value!r}: tcp, udp or icmp")
+    return value.lower()
+
+
+def _event_type(value: str) -> int:
+    if value.lower() not in EVENT_TYPES:
+        raise InvalidFilter(f"invalid type {value!r}: one of {', '.join(EVENT_TYPES)}")
+    return EVENT_TYPES[value.lower()]

@@ -1,0 +1,73 @@
+"""The endpoint lookup names pods by address from the agent's endpoint list, and reserved
+identities for the router and the world."""
+
+from __future__ import annotations
+
+from pylium.endpoint.model import Endpoint as AgentEndpoint
+from pylium.hubble.endpoints import EndpointsLookup
+from pylium.hubble.flow import Endpoint
+
+
+def agent_endpoint(ep_id: int, ip: str, pod: str, ifindex: int) -> AgentEndpoint:
+    return AgentEndpoint(
+        id=ep_id,
+        container_id=f"c{ep_id}",
+        ifname="eth0",
+        netns=f"/var/run/netns/p{ep_id}",
+        host_ifname=f"lxc{ep_id:011d}",
+        state="ready",
+        created_at="2025-11-26T09:40:00Z",
+        mtu=1500,
+        pod_name=pod,
+        pod_namespace="default",
+        ipv4=ip,
+        host_ifindex=ifindex,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_that_addresses_resolve_to_pods_host_and_world():
+    eps = [agent_endpoint(7, "10.244.1.10", "web-1", 40)]
+    lookup = EndpointsLookup(lambda: eps, router_ip="10.244.1.1", pod_cidr="10.244.1.0/24")
+
+    assert lookup.endpoint_by_ip("10.244.1.10") == Endpoint(
+        ID=7,
+        namespace="default",
+        labels=("k8s:io.kubernetes.pod.namespace=default",),
+        pod_name="web-1",
+    )
+    assert lookup.endpoint_by_ip("10.244.1.1").identity == 1
+    assert lookup.endpoint_by_ip("8.8.8.8").identity == 2
+    assert lookup.endpoint_by_ip("10.244.1.99") is None  # a pod address nobody holds
+    assert lookup.interface_name(40) == "lxc00000000007"
+    assert lookup.interface_name(41) == ""
+
+
+def test_that_the_index_is_rebuilt_when_stale_or_on_a_miss_but_not_per_event():
+    eps: list[AgentEndpoint] = []
+    calls = []
+    clock = Clock()
+
+    def listing():
+        calls.append(clock.now)
+        return list(eps)
+
+    lookup = EndpointsLookup(listing, max_age=1.0, min_age_on_miss=0.05, clock=clock)
+    assert lookup.endpoint_by_ip("10.244.1.10") is None
+    eps.append(agent_endpoint(7, "10.244.1.10", "web-1", 40))
+    assert lookup.endpoint_by_ip("10.244.1.10") is None  # a miss right after a rebuild
+    clock.now += 0.1
+    assert lookup.endpoint_by_ip("10.244.1.10").pod_name == "web-1"  # rebuilt on the miss
+    for _ in range(100):
+        lookup.endpoint_by_ip("10.244.1.10")
+    assert len(calls) == 2
+    eps[0] = agent_endpoint(7, "10.244.1.10", "web-2", 40)  # the same address, another pod
+    clock.now += 1.5
+    assert lookup.endpoint_by_ip("10.244.1.10").pod_name == "web-2"  # stale index renewed

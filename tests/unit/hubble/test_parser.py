@@ -1,0 +1,165 @@
+"""Datapath events become Hubble flows, enriched with who owns each address."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from pylium.datapath.conntrack import CtStatus
+from pylium.datapath.events import Direction, DropReason, Event, EventType, TracePoint
+from pylium.hubble.flow import (
+    TCP,
+    UDP,
+    CiliumEventType,
+    Endpoint,
+    ICMPv4,
+    NetworkInterface,
+    TraceObservationPoint,
+    TraceReason,
+    TrafficDirection,
+    Verdict,
+)
+from pylium.hubble.flow import DropReason as HubbleDrop
+from pylium.hubble.parser import FlowParser
+from tests.unit.hubble.flows import T0, WEB1, WEB2
+
+
+class FakeLookup:
+    def __init__(self) -> None:
+        self.by_ip = {"10.244.1.10": WEB1, "10.244.1.20": WEB2}
+        self.ifnames = {4242: "lxcb"}
+
+    def endpoint_by_ip(self, ip: str) -> Endpoint | None:
+        return self.by_ip.get(ip)
+
+    def interface_name(self, ifindex: int) -> str:
+        return self.ifnames.get(ifindex, "")
+
+
+def event(**kw) -> Event:
+    values = dict(
+        type=EventType.TRACE,
+        drop_reason=None,
+        trace_point=TracePoint.TO_LXC,
+        source=101,
+        ifindex=4242,
+        ct_status=CtStatus.NEW,
+        direction=Direction.EGRESS,
+        length=60,
+        proto=6,
+        saddr=IPv4Address("10.244.1.10"),
+        daddr=IPv4Address("10.244.1.20"),
+        sport=43210,
+        dport=80,
+    )
+    values.update(kw)
+    return Event(**values)
+
+
+def parser() -> FlowParser:
+    return FlowParser(FakeLookup(), "lab-node1", clock=lambda: T0, new_uuid=lambda: "uuid-1")
+
+
+def test_that_a_trace_to_a_local_pod_is_a_forwarded_flow_between_named_pods():
+    flow = parser().parse(event())
+
+    assert flow.time_ns == T0 and flow.uuid == "uuid-1" and flow.node_name == "lab-node1"
+    assert flow.verdict == Verdict.FORWARDED
+    assert flow.IP is not None
+    assert (flow.IP.source, flow.IP.destination) == ("10.244.1.10", "10.244.1.20")
+    assert flow.l4 == TCP(43210, 80)
+    assert (flow.source, flow.destination) == (WEB1, WEB2)
+    assert flow.event_type == CiliumEventType(4, 0)
+    assert flow.traffic_direction == TrafficDirection.EGRESS
+    assert flow.trace_observation_point == TraceObservationPoint.TO_ENDPOINT
+    assert flow.trace_reason == TraceReason.NEW
+    assert flow.is_reply is False
+    assert flow.interface == NetworkInterface(4242, "lxcb")
+    assert (flow.drop_reason, flow.drop_reason_desc) == (0, HubbleDrop.DROP_REASON_UNKNOWN)
+    assert flow.Summary == "TCP"
+
+
+def test_that_a_drop_carries_ciliums_code_and_hubbles_reason_name():
+    flow = parser().parse(
+        event(
+            type=EventType.DROP,
+            drop_reason=DropReason.INVALID_SIP,
+            trace_point=None,
+            ct_status=0,
+            proto=17,
+            saddr=IPv4Address("10.244.1.99"),
+            sport=5000,
+            dport=53,
+            ifindex=1,
+        )
+    )
+    assert flow.verdict == Verdict.DROPPED
+    assert (flow.drop_reason, flow.drop_reason_desc) == (132, HubbleDrop.INVALID_SOURCE_IP)
+    assert flow.event_type == CiliumEventType(1, 132)
+    assert flow.trace_observation_point == TraceObservationPoint.UNKNOWN_POINT
+    assert flow.trace_reason == TraceReason.TRACE_REASON_UNKNOWN
+    assert flow.l4 == UDP(5000, 53)
+    assert flow.source == Endpoint()  # nobody owns the spoofed address
+    assert flow.destination == WEB2
+    assert flow.to_json()["drop_reason_desc"] == "INVALID_SOURCE_IP"
+
+
+def test_that_each_datapath_drop_code_has_a_hubble_name():
+    names = {
+        DropReason.INVALID_SIP: "INVALID_SOURCE_IP",
+        DropReason.INVALID: "INVALID_PACKET_DROPPED",
+        DropReason.UNKNOWN_L3: "UNSUPPORTED_L3_PROTOCOL",
+        DropReason.NO_LXC: "NO_MATCHING_LOCAL_CONTAINER_FOUND",
+        DropReason.CT_CREATE_FAILED: "CT_MAP_INSERTION_FAILED",
+    }
+    for code in DropReason:
+        if code is DropReason.FORWARDED:
+            continue
+        assert HubbleDrop.of_code(code.value).name == names[code]
+
+
+def test_that_a_drop_without_a_parsed_packet_has_no_addresses():
+    flow = parser().parse(
+        event(
+            type=EventType.DROP,
+            drop_reason=DropReason.UNKNOWN_L3,
+            trace_point=None,
+            proto=0,
+            saddr=IPv4Address(0),
+            daddr=IPv4Address(0),
+            sport=0,
+            dport=0,
+        )
+    )
+    assert flow.IP is None and flow.l4 is None
+    assert flow.source == flow.destination == Endpoint()
+    assert flow.drop_reason_desc == HubbleDrop.UNSUPPORTED_L3_PROTOCOL
+
+
+def test_that_a_conntrack_reply_is_a_reply_and_an_echo_reply():
+    flow = parser().parse(
+        event(
+            ct_status=CtStatus.REPLY,
+            proto=1,
+            sport=7,
+            dport=7,
+            direction=Direction.INGRESS,
+            trace_point=TracePoint.TO_STACK,
+        )
+    )
+    assert flow.is_reply is True
+    assert flow.trace_reason == TraceReason.REPLY
+    assert flow.l4 == ICMPv4(type=0)
+    assert flow.Summary == "ICMPv4 EchoReply"
+    assert flow.traffic_direction == TrafficDirection.INGRESS
+    assert flow.trace_observation_point == TraceObservationPoint.TO_STACK
+
+
+def test_that_an_icmp_message_other_than_echo_keeps_its_type_unknown():
+    flow = parser().parse(event(proto=1, sport=0, dport=0))
+    assert flow.l4 == ICMPv4()
+    assert flow.Summary == "ICMPv4"
+
+
+def test_that_an_unknown_device_has_an_index_but_no_name():
+    flow = parser().parse(event(ifindex=9))
+    assert flow.interface == NetworkInterface(9, "")
