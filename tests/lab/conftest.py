@@ -22,9 +22,6 @@ from tests.support import wait_for
 
 PYLIUM = str(Path(sys.executable).parent / "pylium")
 
-pytestmark = pytest.mark.root
-
-
 def pylium(
     *args: str, input: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
