@@ -22,6 +22,7 @@ from tests.support import wait_for
 
 PYLIUM = str(Path(sys.executable).parent / "pylium")
 
+
 def pylium(
     *args: str, input: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
