@@ -8,6 +8,7 @@ directory. Nothing touches the root netns; `close()` removes everything it made.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import subprocess
@@ -82,8 +83,8 @@ class ScratchNode:
         """The command prefix that runs a program inside the node netns."""
         return ["nsenter", f"--net={paths.NETNS_DIR / self.netns}", "--"]
 
-    def start_agent(self, timeout: float = 30.0) -> None:
-        """Start the agent and wait until it answers healthz."""
+    def start_agent(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+        """Start the agent (with `env` added to its environment) and wait for healthz."""
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         command = [str(AGENT_BINARY), "--node", self.node, "--store", self.store_url]
         command += ["--socket", str(self.socket), "--state-dir", str(self.state_dir)]
@@ -91,7 +92,10 @@ class ScratchNode:
             command += ["--mtu", str(self.mtu)]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                self.exec_prefix() + command, stdout=log, stderr=subprocess.STDOUT
+                self.exec_prefix() + command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + timeout
         while True:

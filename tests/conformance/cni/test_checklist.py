@@ -304,6 +304,30 @@ def test_add_rollback_leaves_nothing(cni: CniHarness, tmp_path: Path):
     cni.runtime.delete(net, att, None)
 
 
+def test_add_interrupted_after_veth_leaves_nothing(cni: CniHarness):
+    """The agent dies right after creating the veth (its crash hook): ADD fails with 11, the
+    runtime's DEL is queued, and the restarted agent rolls back and replays: nothing is left."""
+    net = cni.network("1.0.0")
+    att = cni.attachment(cni.pod())
+    queue = cni.node.socket.parent / "delete-queue"
+    cni.node.stop_agent()
+    cni.node.start_agent(env={"PYLIUM_AGENT_CRASH_AT": "veth-created"})
+    try:
+        with pytest.raises(PluginError) as info:
+            cni.runtime.add(net, att)
+        assert info.value.code == 11
+        cni.runtime.delete(net, att, None)  # runtimes DEL after a failed ADD
+        assert len(list(queue.glob("*.json"))) == 1
+    finally:
+        cni.node.stop_agent()
+        cni.node.start_agent()
+    wait_for(lambda: not list(queue.glob("*.json")))
+    assert cni.host_veths() == set()
+    assert cni.used_ips() == set()
+    assert cni.addresses(att.netns, "eth0") == []
+    assert cni.node.agent.find_endpoint(att.container_id, "eth0") is None
+
+
 def test_status_and_queued_del_across_agent_restart(cni: CniHarness):
     """STATUS is 0 with the agent, 50 without; a DEL without agent is queued and exits 0,
     and the restarted agent replays it (the address is freed)."""
