@@ -1,5 +1,9 @@
 """Flow routes of the agent's REST API: `add_routes(app, observer)`.
 
+`observer` is the Observer, or a callable returning it once the agent has one (None before:
+the routes answer 503 with CNI code 11, try again later, as the rest of the API while the
+agent starts).
+
     GET /v1/flows?last=N&since=RFC3339&follow=1&<filters>
     GET /v1/flows/status
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,12 +32,15 @@ from pylium.hubble.flow import Flow, format_time, parse_time, response_json
 from pylium.hubble.observer import LOST_FOLLOWERS, Observer
 
 CNI_INVALID_CONFIG = 7
+CNI_TRY_AGAIN_LATER = 11
 NDJSON = "application/x-ndjson"
 
+ObserverSource = Observer | Callable[[], Observer | None]
 
-def add_routes(app: web.Application, observer: Observer) -> None:
+
+def add_routes(app: web.Application, observer: ObserverSource) -> None:
     """Serve the observer's flows on `app`."""
-    routes = _FlowRoutes(observer)
+    routes = _FlowRoutes(observer if callable(observer) else lambda: observer)
     app.router.add_get("/v1/flows", routes.flows)
     app.router.add_get("/v1/flows/status", routes.status)
     app.on_shutdown.append(routes.end_streams)
@@ -72,20 +80,26 @@ class _Request:
         return matches(flow, self.whitelist, self.blacklist)
 
 
-def _bad_request(msg: str) -> web.Response:
-    return web.json_response({"code": CNI_INVALID_CONFIG, "msg": msg, "details": ""}, status=400)
+def _error(status: int, code: int, msg: str) -> web.Response:
+    return web.json_response({"code": code, "msg": msg, "details": ""}, status=status)
+
+
+_NOT_READY = "flow observer not running yet"
 
 
 class _FlowRoutes:
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Callable[[], Observer | None]) -> None:
         self._observer = observer
 
     async def flows(self, request: web.Request) -> web.StreamResponse:
+        observer = self._observer()
+        if observer is None:
+            return _error(503, CNI_TRY_AGAIN_LATER, _NOT_READY)
         try:
             req = _Request(request)
         except _BadRequest as err:
-            return _bad_request(str(err))
-        ring = self._observer.ring
+            return _error(400, CNI_INVALID_CONFIG, str(err))
+        ring = observer.ring
         if not req.follow:
             kept = ring.since(req.since) if req.since is not None else list(ring)
             return web.json_response([response_json(f) for f in req.select(kept)])
@@ -119,10 +133,15 @@ class _FlowRoutes:
 
     async def end_streams(self, app: web.Application) -> None:
         """End `follow` streams when the server shuts down (they would hold it up)."""
-        self._observer.ring.close()
+        observer = self._observer()
+        if observer is not None:
+            observer.ring.close()
 
     async def status(self, request: web.Request) -> web.Response:
-        s = self._observer.status()
+        observer = self._observer()
+        if observer is None:
+            return _error(503, CNI_TRY_AGAIN_LATER, _NOT_READY)
+        s = observer.status()
         # Hubble's ServerStatusResponse in protobuf JSON (uint64 as strings), plus the lost
         # counters per source.
         return web.json_response(

@@ -134,3 +134,18 @@ async def test_that_shutting_the_server_down_ends_follow_streams(client):
     assert json.loads(await resp.content.readline())["flow"]["uuid"] == "c"
     await client.app.shutdown()
     assert await resp.content.readline() == b""
+
+
+@pytest.mark.parametrize("path", ["/v1/flows", "/v1/flows/status"])
+async def test_that_routes_answer_try_again_later_until_the_agent_has_an_observer(path):
+    current: list[Observer] = []
+    app = web.Application()
+    add_routes(app, lambda: current[0] if current else None)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get(path)
+        assert resp.status == 503
+        assert (await resp.json())["code"] == 11
+        current.append(
+            Observer(ObserverParams(events_pin=Path("/x")), FlowParser(FakeLookup(), "n"))
+        )
+        assert (await client.get(path)).status == 200
