@@ -91,6 +91,11 @@ class FlowRing:
     def __len__(self) -> int:
         return len(self._flows)
 
+    @property
+    def follower_count(self) -> int:
+        """Followers currently subscribed."""
+        return len(self._followers)
+
     def append(self, flow: Flow) -> None:
         """Keep `flow` (dropping the oldest when full) and offer it to every follower."""
         self._flows.append(flow)

@@ -233,3 +233,27 @@ async def test_that_pylium_observe_prints_the_labs_flows(objs, observer, lab_of_
     resp = json.loads(line)
     assert set(resp) == {"flow", "node_name", "time"}
     assert resp["flow"]["drop_reason_desc"] == "INVALID_SOURCE_IP"
+
+
+async def test_that_pylium_observe_follows_new_flows_until_the_agent_stops(
+    objs, observer, lab_of_one_node
+):
+    prog_run(objs.from_container, from_a(pk.udp(A_IP, B_IP, 5000, 53)))
+    await flows_seen(observer, 1)
+    following = asyncio.ensure_future(
+        observe(lab_of_one_node, "--follow", "--last", "1", "--protocol", "tcp", "-o", "json")
+    )
+
+    async def subscribed():
+        return observer.status().seen_flows and observer.ring.follower_count
+
+    await eventually(subscribed, timeout=5)
+    prog_run(objs.from_container, from_a(pk.tcp(A_IP, OUTSIDE_IP, 40000, 443, pk.TCP_SYN)))
+    prog_run(objs.from_container, from_a(pk.udp(A_IP, OUTSIDE_IP, 5000, 53)))  # not tcp
+    await flows_seen(observer, 3)
+    observer.ring.close()  # as when the agent stops: the stream ends, and so does observe
+
+    lines = await asyncio.wait_for(following, 10)
+    assert [json.loads(line)["flow"]["l4"] for line in lines] == [
+        {"TCP": {"source_port": 40000, "destination_port": 443}}
+    ]
