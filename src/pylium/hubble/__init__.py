@@ -3,5 +3,6 @@ bounded ring, filtered with Hubble's semantics and served over the agent's REST 
 
 Modules: `flow` (the model and its JSON/text forms), `parser` (event -> flow), `endpoints`
 (who owns an address), `ring` (recent flows and followers), `filters`, `observer` (the agent
-component), `rest` (the routes). Import them directly; this package imports nothing heavy.
+component), `rest` (the routes), `merge` (several agents' flows as one stream, for the CLI).
+Import them directly; this package imports nothing heavy.
 """
