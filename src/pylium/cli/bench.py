@@ -35,3 +35,27 @@ def cni_cmd(count: int, output: str) -> None:
         click.echo(json.dumps(cni.to_json(count, summaries), indent=2))
     else:
         click.echo(cni.render_text(count, summaries))
+
+
+@bench_group.command("datapath")
+@click.option(
+    "--duration",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 600),
+    help="Seconds per test and topology (that many interleaved 1 s rounds).",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def datapath_cmd(duration: int, output: str) -> None:
+    """Pod to pod: pylium's programs against a bare veth and plain kernel routing."""
+    from pylium.bench import datapath
+
+    if os.geteuid() != 0:
+        raise click.ClickException("pylium bench datapath needs root (it creates namespaces)")
+    report = datapath.run_bench(duration, lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(json.dumps(datapath.to_json(report), indent=2))
+    else:
+        click.echo(datapath.render_text(report))
