@@ -1,11 +1,11 @@
 """`pylium bench cni`: ADD/DEL latency and pods per second, pylium-cni against bridge+host-local.
 
-Both contenders run in one scratch node netns (a real agent for pylium), on the same pod
-namespaces, one after the other, driven the way a runtime drives them (`CniRuntime`): N
-sequential ADDs, then N DELs. Timing happens in a worker process started inside the node netns
-(`python -m pylium.bench.cni SPEC_JSON`, samples written to a file in the work dir) because
-the reference bridge plugin builds its bridge in the netns it runs in. Progress goes to
-stderr; nothing is left behind.
+Both contenders run in one scratch node netns (a real agent for pylium), driven the way a
+runtime drives them (`CniRuntime`): N sequential ADDs, then N DELs, alternating between the
+contenders call by call so both see the same machine load. Timing happens in a worker
+process started inside the node netns (`python -m pylium.bench.cni SPEC_JSON`, samples
+written to a file in the work dir) because the reference bridge plugin builds its bridge in
+the netns it runs in. Progress goes to stderr; nothing is left behind.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pylium.bench.scratch import ScratchNode, netns_add, netns_del
-from pylium.cni.runtime import Attachment, CniRuntime, NetworkList
+from pylium.cni.runtime import Attachment, CniRuntime, NetworkList, Result
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 PYLIUM_POD_CIDR = "10.250.0.0/20"
@@ -145,38 +145,43 @@ def _networks(workdir: Path, socket: str) -> dict[str, tuple[NetworkList, CniRun
 
 
 def _measure(spec: dict[str, Any], progress: Progress) -> dict[str, dict[str, list[float]]]:
-    """The worker: runs inside the node netns, returns per-call durations per contender."""
+    """The worker: runs inside the node netns, returns per-call durations per contender.
+
+    Calls alternate between the contenders (pod i: pylium, then reference) so both see the
+    same machine load; each contender has its own pod namespaces.
+    """
     count = int(spec["count"])
-    names = [f"{spec['netns_prefix']}{i}" for i in range(count)]
-    samples: dict[str, dict[str, list[float]]] = {}
+    nets = _networks(Path(spec["workdir"]), spec["socket"])
+    names = {c: [f"{spec['netns_prefix']}{c[0]}{i}" for i in range(count)] for c in nets}
+    samples: dict[str, dict[str, list[float]]] = {c: {"add": [], "del": []} for c in nets}
     try:
-        progress(f"creating {count} pod namespaces")
-        pods = [netns_add(name) for name in names]
-        for contender, (net, runtime) in _networks(Path(spec["workdir"]), spec["socket"]).items():
-            atts = [Attachment(f"bench-{contender}-{i}", pod) for i, pod in enumerate(pods)]
-            results = []
-            add: list[float] = []
-            for i, att in enumerate(atts):
+        progress(f"creating {len(nets) * count} pod namespaces")
+        atts = {
+            c: [Attachment(f"bench-{c}-{i}", netns_add(n)) for i, n in enumerate(names[c])]
+            for c in nets
+        }
+        results: dict[str, list[Result]] = {c: [] for c in nets}
+        for i in range(count):
+            for c, (net, runtime) in nets.items():
                 start = time.perf_counter()
-                results.append(runtime.add(net, att))
-                add.append(time.perf_counter() - start)
-                _tick(progress, contender, "ADD", i, count)
-            delete: list[float] = []
-            for i, (att, result) in enumerate(zip(atts, results, strict=True)):
+                results[c].append(runtime.add(net, atts[c][i]))
+                samples[c]["add"].append(time.perf_counter() - start)
+            _tick(progress, "ADD", i, count)
+        for i in range(count):
+            for c, (net, runtime) in nets.items():
                 start = time.perf_counter()
-                runtime.delete(net, att, result)
-                delete.append(time.perf_counter() - start)
-                _tick(progress, contender, "DEL", i, count)
-            samples[contender] = {"add": add, "del": delete}
+                runtime.delete(net, atts[c][i], results[c][i])
+                samples[c]["del"].append(time.perf_counter() - start)
+            _tick(progress, "DEL", i, count)
     finally:
-        for name in names:
+        for name in (n for group in names.values() for n in group):
             netns_del(name)
     return samples
 
 
-def _tick(progress: Progress, contender: str, op: str, i: int, count: int) -> None:
+def _tick(progress: Progress, op: str, i: int, count: int) -> None:
     if (i + 1) % max(1, count // 4) == 0 or i + 1 == count:
-        progress(f"{contender}: {op} {i + 1}/{count}")
+        progress(f"{op} {i + 1}/{count} per plugin")
 
 
 def _stderr(line: str) -> None:

@@ -29,5 +29,5 @@ def test_bench_cni_small_run():
         assert 0 < s.add_p50_ms <= s.add_p99_ms
         assert 0 < s.del_p50_ms <= s.del_p99_ms
         assert s.pods_per_s > 0
-    assert "pylium: ADD 3/3" in lines and "reference: DEL 3/3" in lines
+    assert "ADD 3/3 per plugin" in lines and "DEL 3/3 per plugin" in lines
     assert bench_netns() == before
