@@ -49,6 +49,8 @@ def cmd_add(env: CniEnv, conf: NetConf, agent: AgentClient) -> Output:
     """
     if not os.path.exists(env.netns):
         raise UnknownContainer("network namespace does not exist", f"CNI_NETNS={env.netns}")
+    if env.args.get("IP"):
+        print("pylium-cni: CNI_ARGS IP= ignored: the agent assigns addresses", file=sys.stderr)
     try:
         endpoint = agent.create_endpoint(
             env.container_id,

@@ -238,6 +238,17 @@ def test_add_result_per_version(agent: FakeAgent, sandbox, version):
     assert out["dns"] == {"search": ["svc"]}
 
 
+def test_add_passes_mac_and_says_static_ip_is_ignored(agent: FakeAgent, sandbox):
+    """podman's --mac-address/--ip arrive as CNI_ARGS MAC=/IP=: MAC goes to the agent, IP is
+    not supported (the agent's IPAM assigns addresses) and the plugin says so on stderr."""
+    agent.answers[("PUT", "/v1/endpoints")] = (201, ENDPOINT)
+    env = add_env(sandbox) | {"CNI_ARGS": "IgnoreUnknown=1;IP=10.244.1.77;MAC=c2:11:22:33:44:55"}
+    run = cni("ADD", conf(agent.socket), **env)
+    assert run.rc == 0
+    assert agent.requests[0][2]["mac"] == "c2:11:22:33:44:55"
+    assert "IP= ignored" in run.stderr
+
+
 def test_add_passes_agent_error_code(agent: FakeAgent, sandbox):
     agent.answers[("PUT", "/v1/endpoints")] = (503, {"code": 11, "msg": "no free address"})
     run = cni("ADD", conf(agent.socket), **add_env(sandbox))
