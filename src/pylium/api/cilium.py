@@ -1,9 +1,13 @@
-"""cilium.io/v2 kinds pylium keeps in its store: CiliumNode (a node's IPAM state)."""
+"""cilium.io/v2 kinds pylium keeps in its store: CiliumNode (a node's IPAM state) and
+CiliumIdentity (a cluster-wide security identity)."""
 
 from __future__ import annotations
 
+from pydantic import Field, field_validator
+
 from pylium.api.core import Resource
 from pylium.api.fields import CIDR, IPAddress, Model
+from pylium.api.meta import ObjectMeta
 
 
 class AllocationIP(Model):
@@ -51,3 +55,24 @@ class CiliumNode(Resource):
 
     spec: CiliumNodeSpec | None = None
     status: CiliumNodeStatus | None = None
+
+
+class IdentityMeta(ObjectMeta):
+    """metadata of a CiliumIdentity: the name is the numeric identity, as in Cilium."""
+
+    @field_validator("name")
+    @classmethod
+    def _numeric(cls, value: str) -> str:
+        if not value.isdigit() or value != str(int(value)) or not 0 < int(value) < 1 << 24:
+            raise ValueError(
+                f'Invalid value: "{value}": must be a numeric identity between 1 and 16777215'
+            )
+        return value
+
+
+class CiliumIdentity(Resource):
+    """cilium.io/v2 CiliumIdentity (cluster-scoped, name = numeric id): the identity-relevant
+    labels (`source:key` -> value) every pod with this identity carries."""
+
+    metadata: IdentityMeta
+    security_labels: dict[str, str] = Field(alias="security-labels")

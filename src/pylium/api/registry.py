@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pylium.api.cilium import CiliumNode
+from pylium.api.cilium import CiliumIdentity, CiliumNode
 from pylium.api.core import Namespace, Node, Pod, Resource, Service
 from pylium.api.errors import UnknownKind
 from pylium.api.networking import NetworkPolicy
@@ -39,6 +39,14 @@ KINDS: tuple[KindInfo, ...] = (
         "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", ("netpol",), True, NetworkPolicy
     ),
     KindInfo("cilium.io/v2", "CiliumNode", "ciliumnodes", ("cn",), False, CiliumNode),
+    KindInfo(
+        "cilium.io/v2",
+        "CiliumIdentity",
+        "ciliumidentities",
+        ("ciliumid", "identities", "identity"),
+        False,
+        CiliumIdentity,
+    ),
 )
 
 _BY_TYPE = {(k.api_version, k.kind): k for k in KINDS}

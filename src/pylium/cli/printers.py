@@ -106,6 +106,11 @@ def _cilium_node_used(cn: Object) -> str:
     return str(len(((cn.get("status") or {}).get("ipam") or {}).get("used") or {}))
 
 
+def _security_labels(identity: Object) -> str:
+    labels = identity.get("security-labels") or {}
+    return ",".join(f"{k}={v}" if v else k for k, v in sorted(labels.items())) or NONE
+
+
 NAME = Column("NAME", _name)
 AGE = Column("AGE", _age)
 
@@ -150,6 +155,7 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         [NAME, Column("POD-CIDRS", _cilium_node_cidrs), Column("IPS-USED", _cilium_node_used), AGE],
         [],
     ),
+    "CiliumIdentity": ([Column("ID", _name), Column("LABELS", _security_labels), AGE], []),
 }
 
 
