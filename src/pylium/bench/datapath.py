@@ -85,10 +85,18 @@ class Report:
     """Packets the programs counted as forwarded (pylium_metrics): "egress", "ingress"."""
 
     def ratio(self, test: str, baseline: str) -> float:
-        """pylium / baseline for one test."""
+        """pylium / baseline for one test, from the totals."""
         ours: float = getattr(self.figures["pylium"], test)
         base: float = getattr(self.figures[baseline], test)
         return ours / base
+
+    def round_ratio(self, test: str, baseline: str) -> float:
+        """The median over rounds of pylium / baseline within a round: the two slices of a
+        round ran seconds apart, so a burst of load elsewhere that hits one round skews it
+        less than it skews the totals."""
+        ours = self.figures["pylium"].slices[test]
+        base = self.figures[baseline].slices[test]
+        return statistics.median(a / b for a, b in zip(ours, base, strict=True))
 
 
 def run_bench(duration: int, progress: Progress, netns_prefix: str = NETNS_PREFIX) -> Report:
@@ -165,12 +173,16 @@ def render_text(report: Report) -> str:
             f"{cell(test, min(s)).strip()}-{cell(test, max(s)).strip()}"
             for s in (report.figures[t].slices[test] for t in TOPOLOGIES)
         ]
-        lines.append(f"{'  slices min-max':26}" + "".join(f"{s:>{width}}" for s in spread))
+        rounds = (
+            f"{report.round_ratio(test, 'bare_veth'):7.2f}{report.round_ratio(test, 'routed'):7.2f}"
+        )
+        lines.append(f"{'  slices min-max':26}" + "".join(f"{s:>{width}}" for s in spread) + rounds)
     retrans = "".join(f"{report.figures[t].retransmits:{width}d}" for t in TOPOLOGIES)
     lines += [
         f"{'TCP retransmits':26}{retrans}",
         "A: from/to-container on tcx, pod to pod by bpf_redirect; B: one plain veth between",
         "the pods; C: A's veths and node namespace, routed by the kernel, no programs.",
+        "Ratios: first row from the totals, second row the median of the per-round ratios.",
         "",
         "BPF run-time statistics during A (ns per run; a run is one skb, in the throughput",
         "test a GSO aggregate of up to 64 KiB):",
@@ -191,6 +203,10 @@ def to_json(report: Report) -> dict[str, Any]:
     out = asdict(report)
     out["ratio"] = {
         f"pylium/{base}": {test: report.ratio(test, base) for test in TESTS}
+        for base in ("bare_veth", "routed")
+    }
+    out["round_ratio"] = {
+        f"pylium/{base}": {test: report.round_ratio(test, base) for test in TESTS}
         for base in ("bare_veth", "routed")
     }
     out["slice_median"] = {

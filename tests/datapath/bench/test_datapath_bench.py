@@ -45,6 +45,8 @@ def test_that_one_round_measures_every_topology_and_the_programs_carry_topology_
     for test in TESTS:
         for base in ("bare_veth", "routed"):
             assert report.ratio(test, base) > 0
+            # One round: the median of one per-round ratio is the ratio of the totals.
+            assert report.round_ratio(test, base) == pytest.approx(report.ratio(test, base))
 
     assert report_from_json(json.loads(json.dumps(to_json(report)))) == report
     text = render_text(report)
