@@ -1,4 +1,5 @@
-"""IP address management: cluster-pool (host scope) allocation from the node's pod CIDR."""
+"""IP address management, host scope: the node's pod addresses by IPAM mode (`sources`), handed
+out by `ClusterPoolAllocator` (a pod CIDR) or `PoolListAllocator` (an explicit list)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,32 @@ from pylium.ipam.allocator import (
     Allocation,
     ClusterPoolAllocator,
     IpamError,
+    NodeAllocator,
     NotInPool,
     PoolExhausted,
     parse_ipv4,
 )
+from pylium.ipam.pool import PoolListAllocator
+from pylium.ipam.sources import (
+    AddressSource,
+    IpamMode,
+    PodAddresses,
+    node_addresses,
+    source_for,
+)
 
 __all__ = [
+    "AddressSource",
     "Allocation",
     "ClusterPoolAllocator",
     "IpamError",
+    "IpamMode",
+    "NodeAllocator",
     "NotInPool",
+    "PodAddresses",
     "PoolExhausted",
+    "PoolListAllocator",
+    "node_addresses",
     "parse_ipv4",
+    "source_for",
 ]

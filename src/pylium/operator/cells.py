@@ -14,9 +14,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from pylium.ipam.sources import IpamMode
 from pylium.operator.identitygc import IdentityGC, PodsInUse
 from pylium.operator.ledger import CIDRLedger
-from pylium.operator.nodeipam import IpamMode, NodeIpamReconciler
+from pylium.operator.nodeipam import NodeIpamReconciler
 from pylium.operator.podcidr import parse_pools
 from pylium.store import Store, open_store
 

@@ -16,8 +16,8 @@ import logging
 import signal
 import sys
 
+from pylium.ipam.sources import IpamMode
 from pylium.operator.cells import DEFAULT_MASK_SIZE, DEFAULT_POOL, Operator, OperatorParams
-from pylium.operator.nodeipam import IpamMode
 
 log = logging.getLogger("pylium.operator")
 

@@ -24,9 +24,8 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable
-from enum import StrEnum
-from typing import Any
 
+from pylium.ipam.sources import IpamMode, cilium_node_pod_cidrs, ipv4_cidrs, node_pod_cidrs
 from pylium.operator.ledger import CIDRLedger
 from pylium.operator.podcidr import PodCIDRError
 from pylium.store import AlreadyExists, Conflict, Event, NotFound, Object, Store
@@ -38,32 +37,6 @@ CILIUM_NODE = "CiliumNode"
 NODE = "Node"
 MAX_ATTEMPTS = 20
 """Read-modify-write attempts on one object before the next resync takes over."""
-
-
-class IpamMode(StrEnum):
-    """Where a node's pod addresses come from (Cilium's `ipam` option)."""
-
-    CLUSTER_POOL = "cluster-pool"
-    KUBERNETES = "kubernetes"
-    CRD = "crd"
-
-
-def ipv4_cidrs(values: Any) -> list[str]:
-    """The IPv4 entries of a CIDR list (IPv6 ones are not pylium's yet)."""
-    if not isinstance(values, list):
-        return []
-    return [v for v in values if isinstance(v, str) and ":" not in v]
-
-
-def node_pod_cidrs(node: Object) -> list[str]:
-    """IPv4 pod CIDRs of a Node: `spec.podCIDRs`, else `spec.podCIDR`."""
-    spec = node.get("spec") or {}
-    return ipv4_cidrs(spec.get("podCIDRs")) or ipv4_cidrs([spec.get("podCIDR")])
-
-
-def cilium_node_pod_cidrs(obj: Object) -> list[str]:
-    """IPv4 `spec.ipam.podCIDRs` of a CiliumNode."""
-    return ipv4_cidrs(((obj.get("spec") or {}).get("ipam") or {}).get("podCIDRs"))
 
 
 def operator_error(obj: Object) -> str | None:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from pylium.ipam.sources import IpamMode
 from pylium.operator.ledger import CIDRLedger
-from pylium.operator.nodeipam import IpamMode, NodeIpamReconciler, operator_error
+from pylium.operator.nodeipam import NodeIpamReconciler, operator_error
 from pylium.operator.podcidr import parse_pools
 from pylium.store import NotFound, Object
 from pylium.store.sqlite import SqliteStore
