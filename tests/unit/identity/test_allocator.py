@@ -131,7 +131,9 @@ async def test_exhausted_range_raises(store: Store) -> None:
         await a.stop()
 
 
-async def _race(urls: list[str], label_sets: list[Labels], tasks: int) -> list[dict[Labels, int]]:
+async def _race(
+    urls: list[str], label_sets: list[Labels], tasks: int, seed: int = 0
+) -> list[dict[Labels, int]]:
     """Allocators (one per URL, each its own store connection) race `tasks` tasks each over
     the label sets in shuffled orders; returns every task's view."""
     stores = [open_store(u) for u in urls]
@@ -140,14 +142,18 @@ async def _race(urls: list[str], label_sets: list[Labels], tasks: int) -> list[d
         for a in allocators:
             await a.start()
 
-        async def run(a: IdentityAllocator, seed: int) -> dict[Labels, int]:
+        async def run(a: IdentityAllocator, shuffle: int) -> dict[Labels, int]:
             order = list(label_sets)
-            random.Random(seed).shuffle(order)
+            random.Random(shuffle).shuffle(order)
             return {labels: (await a.allocate(labels)).id for labels in order}
 
         return list(
             await asyncio.gather(
-                *(run(a, i * tasks + t) for i, a in enumerate(allocators) for t in range(tasks))
+                *(
+                    run(a, seed + i * tasks + t)
+                    for i, a in enumerate(allocators)
+                    for t in range(tasks)
+                )
             )
         )
     finally:
@@ -192,10 +198,9 @@ async def test_two_allocators_racing_agree_on_etcd(etcd_server: EtcdServer) -> N
 
 def _process_main(url: str, seed: int, queue: multiprocessing.Queue[dict[str, int]]) -> None:
     async def main() -> dict[str, int]:
-        views = await _race([url], _label_sets(30), tasks=1)
+        views = await _race([url], _label_sets(30), tasks=1, seed=seed)
         return {labels.canonical(): number for labels, number in views[0].items()}
 
-    random.seed(seed)
     queue.put(asyncio.run(main()))
 
 
