@@ -20,9 +20,11 @@ from pylium.ipam.sources import (
     node_addresses,
     source_for,
 )
+from pylium.ipam.watcher import AddressWatcher
 
 __all__ = [
     "AddressSource",
+    "AddressWatcher",
     "Allocation",
     "ClusterPoolAllocator",
     "IpamError",
