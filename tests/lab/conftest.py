@@ -21,6 +21,8 @@ from pylium.store import NotFound, open_store
 from tests.support import wait_for
 
 PYLIUM = str(Path(sys.executable).parent / "pylium")
+MAX_TEST_NODES = 3
+"""The most nodes a test lab has (leftover checks look for daemons of that many)."""
 
 
 def pylium(
@@ -53,10 +55,11 @@ def leftovers(lab: str) -> dict[str, Any]:
         else [],
         "processes": [
             pid
-            for i in range(1, 3)
-            for pid in process.find(daemons.is_agent_of(record.node_name(lab, i)))
-            + process.find(daemons.is_kubelet_of(record.node_name(lab, i)))
-        ],
+            for i in range(1, MAX_TEST_NODES + 1)
+            for match in (daemons.is_agent_of, daemons.is_kubelet_of, daemons.is_routes_of)
+            for pid in process.find(match(record.node_name(lab, i)))
+        ]
+        + [pid for match in daemons.lab_daemons(lab).values() for pid in process.find(match)],
     }
     return {k: v for k, v in found.items() if v}
 
@@ -69,9 +72,11 @@ def apply(lab: str, *objects: dict[str, Any]) -> None:
 def store_get(lab: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
     """An object straight from the lab's store (None if absent): cheaper than a CLI call in
     a polling loop."""
+    rec = record.load(lab)
+    assert rec is not None
 
     async def get() -> dict[str, Any] | None:
-        store = open_store(record.store_url(lab))
+        store = open_store(rec.store)
         try:
             return await store.get(kind, namespace, name)
         except NotFound:
@@ -91,6 +96,13 @@ def running_pod(lab: str, name: str, namespace: str = "default") -> dict[str, An
         return pod if status.get("phase") == "Running" and status.get("podIP") else None
 
     return wait_for(check, timeout=30, interval=0.1)
+
+
+def answering(lab: str, src: str, dest: str, port: int = 80, protocol: str = "tcp") -> str:
+    """Probe from pod `src` until `dest` answers (a Running pod's server may not listen yet);
+    returns the answer."""
+    args = ["--lab", lab, "probe", src, f"{dest}:{port}", "--protocol", protocol]
+    return wait_for(lambda: pylium(*args, check=False).stdout.strip(), timeout=10, interval=0.1)
 
 
 def server_pod(name: str, namespace: str = "default") -> dict[str, Any]:

@@ -20,14 +20,19 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.root
 
-POD_CIDR = ipaddress.ip_network("10.244.1.0/24")
-
 
 @pytest.fixture(scope="module")
 def servers(lab: str) -> dict[str, str]:
     """web-1 and web-2 running; name -> pod IP."""
     apply(lab, server_pod("web-1"), server_pod("web-2"))
     return {n: running_pod(lab, n)["status"]["podIP"] for n in ("web-1", "web-2")}
+
+
+def _pod_cidr(lab: str) -> str:
+    """The node's pod CIDR, as the operator wrote it into its CiliumNode."""
+    cn = store_get(lab, "CiliumNode", record.node_name(lab, 1)) or {}
+    (cidr,) = cn["spec"]["ipam"]["podCIDRs"]
+    return str(cidr)
 
 
 def _ipam_used(lab: str) -> dict[str, object]:
@@ -45,7 +50,8 @@ def test_status_json_lists_the_node(lab: str) -> None:
     assert node["agentSocket"] == f"/var/run/pylium/{name}/agent.sock"
     assert node["cniConfDir"] == f"/var/run/pylium/{name}/cni/net.d"
     assert node["cniBinDir"] == f"/var/run/pylium/{name}/cni/bin"
-    assert node["podCIDR"] == "10.244.1.0/24"
+    assert ipaddress.IPv4Network(node["podCIDR"]).subnet_of(ipaddress.IPv4Network("10.244.0.0/16"))
+    assert node["podCIDR"] == _pod_cidr(lab)
     assert node["health"] == "ok" and node["kubeletRunning"] is True
     conflist = json.loads(Path(node["cniConfDir"], "05-pylium.conflist").read_text())
     assert [p["type"] for p in conflist["plugins"]] == ["pylium-cni", "portmap"]
@@ -62,7 +68,7 @@ def test_up_on_an_existing_lab_refuses(lab: str) -> None:
 
 def test_pods_run_with_ips_from_the_node_cidr(lab: str, servers: dict[str, str]) -> None:
     for name, ip in servers.items():
-        assert ipaddress.ip_address(ip) in POD_CIDR, name
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(_pod_cidr(lab)), name
         pod = store_get(lab, "Pod", name, "default") or {}
         assert pod["spec"]["nodeName"] == f"{lab}-node1"
         assert {"type": "Ready", "status": "True"} in pod["status"]["conditions"]

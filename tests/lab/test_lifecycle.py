@@ -44,7 +44,17 @@ def test_demo_runs_end_to_end_and_replaces_its_lab(lab_name: str) -> None:
     assert f"pylium lab down --name {lab_name}" in second.stdout
 
 
-def test_more_nodes_than_supported_is_refused_cleanly(lab_name: str) -> None:
-    proc = pylium("lab", "up", "--name", lab_name, "--nodes", "2", check=False)
-    assert proc.returncode != 0 and "--nodes 2" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--nodes", "0"], "--nodes 0"),
+        (["--routing", "tunnel"], "tunnel routing is not available yet"),
+        (["--store", "etcd://10.1.2.3:2379"], "loopback"),
+    ],
+)
+def test_unsupported_requests_are_refused_cleanly(
+    lab_name: str, args: list[str], error: str
+) -> None:
+    proc = pylium("lab", "up", "--name", lab_name, *args, check=False)
+    assert proc.returncode != 0 and error in proc.stderr
     assert leftovers(lab_name) == {}

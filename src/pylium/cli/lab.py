@@ -22,19 +22,48 @@ def lab_group() -> None:
 @lab_group.command("up")
 @click.option("--name", default=None, help="Lab name (default: --lab).")
 @click.option("--nodes", type=int, default=1, show_default=True)
-@click.option("--mtu", type=int, default=1500, show_default=True, help="Pod interface MTU.")
+@click.option(
+    "--routing",
+    type=click.Choice(["native", "tunnel"]),
+    default="native",
+    show_default=True,
+    help="native: routes to each node's pod CIDR through the underlay; tunnel: VXLAN.",
+)
+@click.option(
+    "--store",
+    default="sqlite",
+    show_default=True,
+    help="sqlite (a file in the lab dir) or etcd://127.0.0.1:PORT (keys under /<lab>).",
+)
+@click.option(
+    "--mtu",
+    type=int,
+    default=1500,
+    show_default=True,
+    help="Underlay (uplink) MTU; pods get it, less 50 bytes with tunnel routing.",
+)
 @click.pass_context
-def up_cmd(ctx: click.Context, name: str | None, nodes: int, mtu: int) -> None:
-    """Create the lab: node namespaces, agents, lab kubelets, store objects."""
+def up_cmd(
+    ctx: click.Context, name: str | None, nodes: int, routing: str, store: str, mtu: int
+) -> None:
+    """Create the lab: underlay and world namespaces, nodes with agents and lab kubelets, a
+    scheduler, store objects."""
     from pylium.lab.up import LabError, up
 
     require_root()
     lab = name or lab_name(ctx)
     try:
-        rec = up(lab, nodes, mtu, progress=_progress)
+        rec = up(
+            lab,
+            nodes,
+            mtu,
+            progress=_progress,
+            routing="tunnel" if routing == "tunnel" else "native",
+            store=store,
+        )
     except LabError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"lab {lab!r} is up with {len(rec.nodes)} node(s).")
+    click.echo(f"lab {lab!r} is up with {len(rec.nodes)} node(s), {rec.routing} routing.")
     click.echo(f"  apply pods:  pylium --lab {lab} apply -f FILE")
     click.echo(f"  see them:    pylium --lab {lab} get pods -A -o wide")
     click.echo(f"  remove it:   pylium lab down --name {lab}")
@@ -62,7 +91,8 @@ def down_cmd(ctx: click.Context, name: str | None, force: bool) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
-    """Each node: namespace, agent socket, CNI dirs, pod CIDR, agent health, kubelet."""
+    """The lab's routing, store and daemons; each node: underlay IP, pod CIDR, agent health,
+    kubelet, node routes, namespace, agent socket, CNI dirs."""
     from pylium.lab.status import status
 
     report = status(load_lab(ctx, name))
@@ -74,15 +104,26 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
 
     console = Console()
     console.print(f"lab [bold]{report['name']}[/bold]  store {report['store']}")
+    console.print(
+        f"routing {report['routing']}  pod MTU {report['mtu']} (uplink {report['uplinkMtu']})  "
+        f"underlay {report['underlay']['cidr']}  world {report['world']['ip']}"
+    )
+    for what, d in report["daemons"].items():
+        state = "running" if d["running"] else "[red]stopped[/red]"
+        console.print(f"{what}: {state} (pid {d['pid']})")
     for n in report["nodes"]:
         grid = Table.grid(padding=(0, 2))
         grid.add_row("node", f"[bold]{n['name']}[/bold]  (netns {n['netns']})")
+        grid.add_row("underlay IP", n["underlayIP"])
         grid.add_row("pod CIDR", n["podCIDR"])
         health = n["health"]
         grid.add_row(
             "agent", f"[green]{health}[/green]" if health == "ok" else f"[red]{health}[/red]"
         )
         grid.add_row("kubelet", "running" if n["kubeletRunning"] else "[red]stopped[/red]")
+        if report["routing"] == "native":
+            routes = "running" if n["routesRunning"] else "[red]stopped[/red]"
+            grid.add_row("node routes", routes)
         grid.add_row("agent socket", n["agentSocket"])
         grid.add_row("CNI conf dir", n["cniConfDir"])
         grid.add_row("CNI bin dir", n["cniBinDir"])

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "probe": "pylium.cli.pods:probe_cmd",
     "observe": "pylium.cli.observe:observe_cmd",
     "bench": "pylium.cli.bench:bench_group",
+    "connectivity": "pylium.cli.connectivity:connectivity_group",
 }
 
 

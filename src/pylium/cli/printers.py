@@ -147,8 +147,14 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         [],
     ),
     "Node": (
-        [NAME, Column("STATUS", _node_status), AGE],
-        [Column("INTERNAL-IP", _node_internal_ip), Column("POD-CIDRS", _node_cidrs)],
+        [
+            NAME,
+            Column("STATUS", _node_status),
+            Column("INTERNAL-IP", _node_internal_ip),
+            Column("POD-CIDRS", _node_cidrs),
+            AGE,
+        ],
+        [],
     ),
     "NetworkPolicy": ([NAME, Column("POD-SELECTOR", _pod_selector), AGE], []),
     "CiliumNode": (

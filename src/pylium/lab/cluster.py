@@ -1,11 +1,17 @@
 """The objects `pylium lab up` writes into the store: namespaces, and per node its Node and
-CiliumNode (the pod CIDR the agent reads at start, as the operator would hand out)."""
+CiliumNode with the node's underlay address as InternalIP (other nodes route to its pod CIDR
+through it). The operator then fills each CiliumNode's pod CIDR; `pod_cidrs` waits for that,
+and `mirror_pod_cidrs` copies it into the Node's spec, where `pylium get nodes` shows it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+from pylium.agent.ciliumnode import pod_cidr_of
 from pylium.api import validate
 from pylium.lab.record import LabRecord
-from pylium.store import Object, open_store
+from pylium.store import Conflict, Object, open_store
 
 NAMESPACES = ("default", "kube-system")
 
@@ -22,7 +28,7 @@ def objects(lab: LabRecord) -> list[Object]:
                 "apiVersion": "v1",
                 "kind": "Node",
                 "metadata": {"name": node.name, "labels": labels},
-                "spec": {"podCIDR": node.podCIDR, "podCIDRs": [node.podCIDR]},
+                "status": {"addresses": [{"type": "InternalIP", "address": node.underlayIP}]},
             }
         )
         objs.append(
@@ -30,10 +36,46 @@ def objects(lab: LabRecord) -> list[Object]:
                 "apiVersion": "cilium.io/v2",
                 "kind": "CiliumNode",
                 "metadata": {"name": node.name, "labels": labels},
-                "spec": {"ipam": {"podCIDRs": [node.podCIDR]}},
+                "spec": {"addresses": [{"type": "InternalIP", "ip": node.underlayIP}]},
             }
         )
     return [validate(o) for o in objs]
+
+
+async def pod_cidrs(lab: LabRecord, timeout: float) -> dict[str, str] | None:
+    """Node name -> pod CIDR once every node's CiliumNode has one; None after `timeout`."""
+    store = open_store(lab.store)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            objs, _ = await store.list("CiliumNode")
+            found = {o["metadata"]["name"]: pod_cidr_of(o) for o in objs}
+            cidrs = {n.name: found.get(n.name) for n in lab.nodes}
+            if all(cidrs.values()):
+                return {name: str(cidr) for name, cidr in cidrs.items()}
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+
+
+async def mirror_pod_cidrs(lab: LabRecord) -> None:
+    """Copy each node's pod CIDR into its Node's spec (CAS, re-read on conflict)."""
+    store = open_store(lab.store)
+    try:
+        for node in lab.nodes:
+            while True:
+                obj = await store.get("Node", "", node.name)
+                obj["spec"] = {**(obj.get("spec") or {}), "podCIDR": node.podCIDR}
+                obj["spec"]["podCIDRs"] = [node.podCIDR]
+                try:
+                    await store.update(obj)
+                    break
+                except Conflict:
+                    continue
+    finally:
+        await store.close()
 
 
 async def seed(lab: LabRecord) -> None:

@@ -1,5 +1,7 @@
-"""The daemons of a lab node, the agent and the lab kubelet, started inside the node's namespace
-with their logs in the node directory; also how to recognise them again by their argv."""
+"""The daemons of a lab: per node the agent, the lab kubelet and (native routing) the node-routes
+process, started inside the node's namespace with their logs in the node directory; per lab the
+scheduler, the world server and (etcd stores) the store proxy, logs in the lab directory. Also
+how to recognise each again by its argv."""
 
 from __future__ import annotations
 
@@ -9,9 +11,22 @@ from pathlib import Path
 
 from pylium import paths
 from pylium.lab import netns, process
-from pylium.lab.record import LabRecord, NodeRecord
+from pylium.lab.record import (
+    CLUSTER_POOL,
+    POD_CIDR_MASK,
+    UPLINK,
+    WORLD_SERVER_PORTS,
+    LabRecord,
+    NodeRecord,
+    store_url,
+    world_netns,
+)
 
 KUBELET_MODULE = "pylium.lab.kubelet"
+ROUTES_MODULE = "pylium.routing"
+SCHEDULER_MODULE = "pylium.lab.scheduler"
+STORE_PROXY_MODULE = "pylium.lab.storeproxy"
+PODSERVER_MODULE = "pylium.lab.podserver"
 
 
 def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
@@ -29,6 +44,33 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         "--mtu",
         str(lab.mtu),
     ]
+
+
+def routes_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
+    """The node-routes process's command line."""
+    return [
+        sys.executable, "-m", ROUTES_MODULE, "--node", node.name, "--store", lab.store,
+        "--device", UPLINK,
+    ]  # fmt: skip
+
+
+def _has_pair(argv: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in itertools.pairwise(argv))
+
+
+def is_routes_of(node: str) -> process.Match:
+    """Matches the argv of a node's node-routes process."""
+    return lambda argv: ROUTES_MODULE in argv and _has_pair(argv, "--node", node)
+
+
+def is_lab_daemon(lab: str, module: str) -> process.Match:
+    """Matches the argv of a lab-wide daemon (`-m module --lab LAB`)."""
+    return lambda argv: module in argv and _has_pair(argv, "--lab", lab)
+
+
+def is_world_server(lab: str) -> process.Match:
+    """Matches the argv of the lab's world server (it answers as `<lab>-world`)."""
+    return lambda argv: PODSERVER_MODULE in argv and _has_pair(argv, "--name", f"{lab}-world")
 
 
 def kubelet_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
@@ -51,12 +93,7 @@ def is_agent_of(node: str) -> process.Match:
 def is_kubelet_of(node: str) -> process.Match:
     """Matches the argv of a node's lab kubelet."""
 
-    def match(argv: list[str]) -> bool:
-        return KUBELET_MODULE in argv and any(
-            a == "--node" and b == node for a, b in itertools.pairwise(argv)
-        )
-
-    return match
+    return lambda argv: KUBELET_MODULE in argv and _has_pair(argv, "--node", node)
 
 
 def start_agent(lab: LabRecord, node: NodeRecord) -> int:
@@ -75,3 +112,77 @@ def start_kubelet(lab: LabRecord, node: NodeRecord) -> int:
         netns.nsenter_argv(node.netns, node.kubeletCommand), node.dir / "kubelet.log"
     ).pid
     return node.kubeletPid
+
+
+def start_routes(lab: LabRecord, node: NodeRecord) -> int:
+    """Start the node's node-routes process; records its pid in `node`."""
+    node.routesPid = process.start(
+        netns.nsenter_argv(node.netns, routes_argv(lab, node)), node.dir / "routes.log"
+    ).pid
+    return node.routesPid
+
+
+def operator_argv(lab: LabRecord) -> list[str]:
+    """The operator's command line: cluster-pool IPAM over the lab's pod range."""
+    return [
+        str(Path(sys.executable).parent / "pylium-operator"), "--store", lab.store,
+        "--cluster-pool-ipv4-cidr", CLUSTER_POOL, "--cluster-pool-ipv4-mask-size",
+        str(POD_CIDR_MASK),
+    ]  # fmt: skip
+
+
+def is_operator_of(lab: str) -> process.Match:
+    """Matches the argv of the lab's operator: its store is the lab's sqlite file or an etcd
+    key root `/<lab>` (so `down --force` finds it without the record)."""
+
+    def match(argv: list[str]) -> bool:
+        store = next((b for a, b in itertools.pairwise(argv) if a == "--store"), "")
+        ours = store == store_url(lab) or (
+            store.startswith("etcd://") and store.endswith(f"/{lab}")
+        )
+        return ours and any(a.endswith("/pylium-operator") for a in argv)
+
+    return match
+
+
+def start_operator(lab: LabRecord) -> int:
+    """Start the lab's operator in the root namespace (it needs only the store)."""
+    lab.operatorPid = process.start(
+        operator_argv(lab), paths.lab_dir(lab.name) / "operator.log"
+    ).pid
+    return lab.operatorPid
+
+
+def start_lab_daemons(lab: LabRecord) -> None:
+    """Start the scheduler and the world server; records their pids."""
+    log_dir = paths.lab_dir(lab.name)
+    lab.schedulerPid = process.start(
+        [sys.executable, "-m", SCHEDULER_MODULE, "--lab", lab.name], log_dir / "scheduler.log"
+    ).pid
+    tcp, udp = WORLD_SERVER_PORTS
+    server = [
+        sys.executable, "-m", PODSERVER_MODULE, "--name", f"{lab.name}-world",
+        "--tcp", str(tcp), "--udp", str(udp),
+    ]  # fmt: skip
+    lab.worldServerPid = process.start(
+        netns.nsenter_argv(world_netns(lab.name), server), log_dir / "world.log"
+    ).pid
+
+
+def start_store_proxy(lab: LabRecord) -> int:
+    """Start the etcd proxy for the node namespaces; records its pid."""
+    lab.storeProxyPid = process.start(
+        [sys.executable, "-m", STORE_PROXY_MODULE, "--lab", lab.name],
+        paths.lab_dir(lab.name) / "storeproxy.log",
+    ).pid
+    return lab.storeProxyPid
+
+
+def lab_daemons(lab: str) -> dict[str, process.Match]:
+    """Name -> matcher of every lab-wide daemon, for status and down."""
+    return {
+        "operator": is_operator_of(lab),
+        "scheduler": is_lab_daemon(lab, SCHEDULER_MODULE),
+        "world server": is_world_server(lab),
+        "store proxy": is_lab_daemon(lab, STORE_PROXY_MODULE),
+    }

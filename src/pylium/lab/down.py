@@ -1,17 +1,19 @@
 """`pylium lab down`: remove everything a lab made, from its record and by name.
 
-Order matters: the kubelet first (so it starts nothing new), then the agent, then every pod
-process (killed through the node cgroups), then the namespaces (which takes their devices with
-them), then directories, pins and cgroups. Pods get no CNI DEL: the node namespace and the
-agent's state go as a whole.
+Order matters: the scheduler and the kubelets first (so nothing new starts), then the node-routes
+processes and agents, the world server and the etcd proxy, then every pod process (killed
+through the node cgroups), then the namespaces (nodes, pods, underlay, world: their devices go
+with them), then the lab's keys in etcd, then directories, pins and cgroups. Pods get no CNI
+DEL: the node namespace and the agent's state go as a whole.
 
 Without a record (a crash during `up`, or a deleted lab dir) `force` finds the leftovers by
-name: namespaces `pyl-<lab>-node<i>` / `pyl-<lab>-p-<hash>`, node directories, cgroups, pins,
-and daemons by their argv.
+name: namespaces `pyl-<lab>-node<i>` / `pyl-<lab>-p-<hash>` / `-underlay` / `-world`, node
+directories, cgroups, pins, and daemons by their argv (the etcd keys need the record's URL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pylium import paths
-from pylium.lab import cgroup, daemons, netns, process, record
+from pylium.lab import cgroup, daemons, etcdkeys, netns, process, record
 
 
 class LeftoversWithoutRecord(Exception):
@@ -60,21 +62,28 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
                 f"run `pylium lab down --name {lab} --force`"
             )
     nodes = set(recorded) | leftovers
+    lab_daemons = daemons.lab_daemons(lab)
+    pids = rec.daemon_pids() if rec else {}
+    _stop("scheduler", pids.get("scheduler"), lab_daemons.pop("scheduler"), progress)
     for node in sorted(nodes):
         known = recorded.get(node)
         for pid, match in (
             (known.kubeletPid if known else None, daemons.is_kubelet_of(node)),
+            (known.routesPid if known else None, daemons.is_routes_of(node)),
             (known.agentPid if known else None, daemons.is_agent_of(node)),
         ):
-            for p in {pid, *process.find(match)} - {None}:
-                progress(f"{node}: stopping pid {p}")
-                process.stop(p, match)
+            _stop(node, pid, match, progress)
+    for what, match in lab_daemons.items():  # the operator, the world server, the proxy
+        _stop(what, pids.get(what), match, progress)
     for node in sorted(nodes):
         progress(f"{node}: killing pod processes")
         cgroup.remove(record.cgroup_dir(lab, node))
     for ns in netns.matching(record.netns_pattern(lab)):
         progress(f"deleting namespace {ns}")
         netns.delete(ns)
+    if rec is not None and rec.store.startswith("etcd://"):
+        progress(f"clearing the lab's keys in {rec.store}")
+        asyncio.run(etcdkeys.clear(rec.store))
     for node in sorted(nodes):
         for path in (paths.node_dir(node), paths.bpffs_node_dir(node)):
             _rmtree(path)
@@ -82,6 +91,15 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
     with contextlib.suppress(OSError):
         (paths.CGROUP_ROOT / lab).rmdir()
     return True
+
+
+def _stop(
+    what: str, pid: int | None, match: process.Match, progress: Callable[[str], None]
+) -> None:
+    """Stop the recorded pid and any other process `match` recognises."""
+    for p in {pid, *process.find(match)} - {None}:
+        progress(f"{what}: stopping pid {p}")
+        process.stop(p, match)
 
 
 def _rmtree(path: Path) -> None:

@@ -1,14 +1,15 @@
 """The lab kubelet: runs the Pods bound to one lab node, as a kubelet with a CNI runtime does.
 
-It lists and watches Pods, binds unscheduled pods to its node (a compare-and-swap on the
-resourceVersion, so with several kubelets exactly one wins), and syncs each pod through a work
-queue: a pod bound here gets a sandbox (namespace, CNI ADD, processes) and a Running status; a
-pod deleted or bound elsewhere loses it (processes stopped, CNI DEL, namespace deleted). A
+It lists and watches Pods and syncs each pod bound to its node (`spec.nodeName`, set by the
+user or by the lab scheduler; unbound pods are not its business) through a work queue: a pod
+bound here gets a sandbox (namespace, CNI ADD, processes) and a Running status; a pod deleted
+or bound elsewhere loses it (processes stopped, CNI DEL, namespace deleted). A
 failed ADD is reported in the pod's status, rolled back with DEL and retried with backoff.
 
 At start it reads back its sandboxes from the node directory: pods still wanted are adopted
 (dead processes restarted), the others are cleaned up. SIGTERM ends it without touching any pod
-(`pylium lab down` removes the namespaces itself).
+(`pylium lab down` removes the namespaces itself). It reports its Node Ready while it runs
+(NotReady once stopped), as a kubelet's node status does.
 
 Run as `python -m pylium.lab.kubelet --lab LAB --node NODE` inside the node's namespace.
 """
@@ -52,9 +53,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def running_status(state: SandboxState, pod: Object, alive: dict[str, bool]) -> dict[str, Any]:
+def running_status(
+    state: SandboxState, pod: Object, alive: dict[str, bool], host_ip: str | None
+) -> dict[str, Any]:
     """The status of a pod whose sandbox is up: Running while a container may still run,
-    then Succeeded (every container exited 0) or Failed."""
+    then Succeeded (every container exited 0) or Failed. `host_ip` is the node's InternalIP."""
     old = pod.get("status") or {}
     containers = []
     for c in pod["spec"]["containers"]:
@@ -80,7 +83,7 @@ def running_status(state: SandboxState, pod: Object, alive: dict[str, bool]) -> 
         "phase": phase,
         "podIP": state.ip,
         "podIPs": [{"ip": state.ip}] if state.ip else [],
-        "hostIP": state.gateway,
+        "hostIP": host_ip,
         "startTime": old.get("startTime") or _now(),
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
@@ -184,9 +187,6 @@ class Kubelet:
     async def sync(self, key: str) -> None:
         """Make the node hold exactly what the pod asks for."""
         pod = self._pod(key)
-        if pod is not None and not pod.get("spec", {}).get("nodeName"):
-            await self._bind(pod)
-            return  # the MODIFIED event of the binding brings the pod back here
         wanted = pod is not None and pod["spec"].get("nodeName") == self.node.name
         state = self.running.get(key)
         if state is not None and (pod is None or not wanted or state.uid != pod["metadata"]["uid"]):
@@ -200,7 +200,9 @@ class Kubelet:
             state = await self._create(key, pod)
         elif self.sandboxes.down(state):
             self.sandboxes.start_processes(state, pod)
-        status = running_status(state, pod, self.sandboxes.alive(state))
+        status = running_status(
+            state, pod, self.sandboxes.alive(state), self.node.underlayIP or None
+        )
         await self._set_status(pod, status, state.netns)
 
     async def _create(self, key: str, pod: Object) -> SandboxState:
@@ -212,15 +214,6 @@ class Kubelet:
             raise
         self.running[key] = state
         return state
-
-    async def _bind(self, pod: Object) -> None:
-        bound = copy.deepcopy(pod)
-        bound["spec"]["nodeName"] = self.node.name
-        try:
-            await self.store.update(bound)
-            log.info("bound %s to %s", pod_key(pod), self.node.name)
-        except (Conflict, NotFound):
-            pass  # changed, deleted or bound elsewhere meanwhile: its event comes next
 
     async def _set_status(self, pod: Object, status: dict[str, Any], netns: str | None) -> None:
         """Write status (and the netns annotation) unless already there; CAS, re-read on
@@ -271,11 +264,40 @@ async def run(lab_name: str, node_name: str) -> None:
         loop.add_signal_handler(sig, task.cancel)
     log.info("kubelet of %s started", node_name)
     try:
+        await set_node_ready(store, node_name, True, "KubeletReady", "lab kubelet is running")
         await kubelet.run()
     except asyncio.CancelledError:
         log.info("kubelet of %s stopping; pods keep running", node_name)
+        await set_node_ready(store, node_name, False, "KubeletStopped", "lab kubelet stopped")
     finally:
         await store.close()
+
+
+async def set_node_ready(store: Store, node: str, ready: bool, reason: str, message: str) -> None:
+    """Set the Node's Ready condition (CAS, re-read on conflict); a missing Node is left alone."""
+    condition = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": reason,
+        "message": message,
+        "lastHeartbeatTime": _now(),
+    }
+    for _ in range(10):
+        try:
+            current = await store.get("Node", "", node)
+        except NotFound:
+            return
+        updated = copy.deepcopy(current)
+        status = updated.setdefault("status", {}) or {}
+        others = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
+        status["conditions"] = [*others, condition]
+        updated["status"] = status
+        try:
+            await store.update(updated)
+            return
+        except Conflict:
+            continue
+    raise Conflict(f"node {node}: status kept changing")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from pylium import paths
@@ -77,3 +79,22 @@ def enter(path: str | Path) -> None:
             raise OSError(err, f"setns {path}: {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def can_connect(name: str, host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a TCP connect to host:port from inside the named namespace succeeds (tried from
+    a throwaway thread, so the caller stays where it is)."""
+    ok: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            enter(netns_path(name))
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    thread = threading.Thread(target=attempt, name=f"connect:{name}")
+    thread.start()
+    thread.join()
+    return ok == [True]

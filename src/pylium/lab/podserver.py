@@ -51,13 +51,14 @@ async def serve(name: str, tcp: list[int], udp: list[int], host: str = "0.0.0.0"
             await writer.wait_closed()
 
     loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(on_tcp, host, port, backlog=1024) for port in tcp]
+    # UDP first: once a TCP port accepts, every port answers (readiness checks rely on it).
     transports = [
         (await loop.create_datagram_endpoint(lambda: _UdpAnswer(answer), local_addr=(host, port)))[
             0
         ]
         for port in udp
     ]
+    servers = [await asyncio.start_server(on_tcp, host, port, backlog=1024) for port in tcp]
     ports = [f"{p}/tcp" for p in tcp] + [f"{p}/udp" for p in udp]
     print(f"{name}: answering on {' '.join(ports) or 'no port'}", flush=True)
     stop = asyncio.Event()

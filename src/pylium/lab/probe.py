@@ -1,9 +1,13 @@
 """One probe from the calling thread's network namespace: connect (TCP) or send (UDP), read
-the answer. `pylium probe` enters the pod's namespace first."""
+the answer. `pylium probe` enters the pod's namespace first; `pylium connectivity test` runs
+`python -m pylium.lab.probe DEST PORT [--protocol udp]` inside the pod (it prints the JSON
+result)."""
 
 from __future__ import annotations
 
+import argparse
 import errno
+import json
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -75,3 +79,20 @@ def _udp(dest: str, port: int, timeout: float) -> bytes:
         sock.connect((dest, port))
         sock.send(b"probe\n")
         return sock.recv(65535)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: probe once, print the result as JSON, exit 0 if it answered."""
+    parser = argparse.ArgumentParser(prog="pylium.lab.probe", description=__doc__)
+    parser.add_argument("destination")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--protocol", choices=["tcp", "udp"], default="tcp")
+    parser.add_argument("--timeout", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    result = probe(args.destination, args.port, args.protocol, args.timeout)
+    print(json.dumps(result.to_json()))
+    raise SystemExit(0 if result.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

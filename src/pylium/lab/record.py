@@ -1,22 +1,50 @@
 """The lab record: what `pylium lab up` made, so status, exec and down can find it again.
 
-`/var/run/pylium/labs/<lab>/lab.json` names the store and, per node, its namespace, agent
-socket, CNI directories, pod CIDR, cgroup and the pids of its agent and lab kubelet.
+`/var/run/pylium/labs/<lab>/lab.json` names the store, the routing mode, the lab-wide daemons
+(scheduler, world server, etcd proxy) and, per node, its namespace, underlay address, agent
+socket, CNI directories, pod CIDR, cgroup and the pids of its agent, lab kubelet and routes
+daemon.
+
+Addresses: the underlay is UNDERLAY_CIDR inside the lab's own namespaces only (each lab has its
+own underlay namespace, so labs may reuse it); the world namespace holds WORLD_UNDERLAY_IP (the
+nodes' default gateway) and WORLD_CIDR, the lab's stand-in for the outside.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pylium import paths, statefile
 
 LAB_FILE = "lab.json"
 DEFAULT_MTU = 1500
 STORE_FILE = "store.db"
+
+Routing = Literal["native", "tunnel"]
+ROUTING_MODES: tuple[Routing, ...] = ("native", "tunnel")
+TUNNEL_OVERHEAD = 50
+"""Bytes VXLAN adds (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14)."""
+
+UNDERLAY_CIDR = "192.168.64.0/24"
+"""The lab's underlay: node i is .(i+1), the world namespace .1."""
+WORLD_UNDERLAY_IP = "192.168.64.1"
+WORLD_CIDR = "203.0.113.0/24"
+"""The "outside" (TEST-NET-3), held by the world namespace only."""
+WORLD_IP = "203.0.113.1"
+WORLD_SERVER_PORTS = (80, 53)
+"""TCP 80 and UDP 53 on WORLD_IP answer "world"."""
+UPLINK = "eth0"
+"""A node's uplink into the underlay."""
+
+
+def pod_mtu(routing: Routing, uplink_mtu: int) -> int:
+    """Pod interface MTU: the uplink's in native routing, less the VXLAN overhead in tunnel."""
+    return uplink_mtu - TUNNEL_OVERHEAD if routing == "tunnel" else uplink_mtu
 
 
 def node_name(lab: str, index: int) -> str:
@@ -29,6 +57,21 @@ def node_netns(lab: str, index: int) -> str:
     return f"{paths.LAB_NETNS_PREFIX}{lab}-node{index}"
 
 
+def underlay_netns(lab: str) -> str:
+    """The namespace whose bridge joins the nodes' uplinks."""
+    return f"{paths.LAB_NETNS_PREFIX}{lab}-underlay"
+
+
+def world_netns(lab: str) -> str:
+    """The namespace standing in for the outside."""
+    return f"{paths.LAB_NETNS_PREFIX}{lab}-world"
+
+
+def node_underlay_ip(index: int) -> str:
+    """Node i's address on the underlay."""
+    return str(ipaddress.ip_network(UNDERLAY_CIDR)[index + 1])
+
+
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
     """A pod's network namespace: `pyl-<lab>-p-<hash of namespace/name>`."""
     digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:10]
@@ -36,8 +79,11 @@ def pod_netns(lab: str, namespace: str, pod: str) -> str:
 
 
 def netns_pattern(lab: str) -> re.Pattern[str]:
-    """Matches the names of every namespace of one lab (nodes and pods), and no other lab's."""
-    return re.compile(rf"{re.escape(paths.LAB_NETNS_PREFIX + lab)}-(node\d+|p-[0-9a-f]{{10}})")
+    """Matches the names of every namespace of one lab (nodes, pods, underlay, world), and no
+    other lab's."""
+    return re.compile(
+        rf"{re.escape(paths.LAB_NETNS_PREFIX + lab)}-(node\d+|p-[0-9a-f]{{10}}|underlay|world)"
+    )
 
 
 def node_pattern(lab: str) -> re.Pattern[str]:
@@ -45,14 +91,17 @@ def node_pattern(lab: str) -> re.Pattern[str]:
     return re.compile(rf"{re.escape(lab)}-node\d+")
 
 
-def node_pod_cidr(index: int) -> str:
-    """The pod CIDR of node i (10.244.i.0/24), as the operator would hand out."""
-    return f"10.244.{index}.0/24"
+CLUSTER_POOL = "10.244.0.0/16"
+"""The pods' addresses; the operator hands each node a /POD_CIDR_MASK of it."""
+POD_CIDR_MASK = 24
 
 
-def store_url(lab: str) -> str:
-    """The sqlite store every process of the lab shares."""
-    return f"sqlite://{paths.lab_dir(lab) / STORE_FILE}"
+def store_url(lab: str, store: str = "sqlite") -> str:
+    """The store every process of the lab shares: `sqlite` is a file in the lab dir; an
+    `etcd://HOST:PORT` URL gets the lab's own key root (`etcd://HOST:PORT/<lab>`)."""
+    if store == "sqlite":
+        return f"sqlite://{paths.lab_dir(lab) / STORE_FILE}"
+    return f"{store.rstrip('/')}/{lab}"
 
 
 def cgroup_dir(lab: str, node: str) -> Path:
@@ -85,9 +134,13 @@ class NodeRecord:
     cniConfDir: str
     cniBinDir: str
     podCIDR: str
+    """As the operator assigned it ("" until then)."""
     cgroup: str
+    underlayIP: str = ""
     agentPid: int | None = None
     kubeletPid: int | None = None
+    routesPid: int | None = None
+    """The node-routes daemon (native routing only)."""
     agentCommand: list[str] = field(default_factory=list)
     kubeletCommand: list[str] = field(default_factory=list)
 
@@ -111,9 +164,24 @@ class LabRecord:
     nodes: list[NodeRecord] = field(default_factory=list)
     mtu: int = DEFAULT_MTU
     """Pod interface MTU, given to every agent and conflist."""
+    routing: Routing = "native"
+    uplinkMtu: int = DEFAULT_MTU
+    """MTU of the underlay (every node's uplink)."""
+    operatorPid: int | None = None
+    schedulerPid: int | None = None
+    worldServerPid: int | None = None
+    storeProxyPid: int | None = None
+    """Forwards the nodes' loopback etcd port to the root namespace's (etcd stores only)."""
 
     @classmethod
-    def new(cls, lab: str, node_count: int, mtu: int = DEFAULT_MTU) -> LabRecord:
+    def new(
+        cls,
+        lab: str,
+        node_count: int,
+        uplink_mtu: int = DEFAULT_MTU,
+        routing: Routing = "native",
+        store: str = "sqlite",
+    ) -> LabRecord:
         """The record of a lab about to be made, with every path filled in."""
         nodes = []
         for i in range(1, node_count + 1):
@@ -125,11 +193,19 @@ class LabRecord:
                     agentSocket=str(paths.agent_socket(name)),
                     cniConfDir=str(cni_conf_dir(name)),
                     cniBinDir=str(cni_bin_dir(name)),
-                    podCIDR=node_pod_cidr(i),
+                    podCIDR="",  # the operator's choice, filled in by `up`
                     cgroup=str(cgroup_dir(lab, name)),
+                    underlayIP=node_underlay_ip(i),
                 )
             )
-        return cls(name=lab, store=store_url(lab), nodes=nodes, mtu=mtu)
+        return cls(
+            name=lab,
+            store=store_url(lab, store),
+            nodes=nodes,
+            mtu=pod_mtu(routing, uplink_mtu),
+            routing=routing,
+            uplinkMtu=uplink_mtu,
+        )
 
     def node(self, name: str) -> NodeRecord:
         """The node of that name; KeyError if the lab has none."""
@@ -137,6 +213,15 @@ class LabRecord:
             if node.name == name:
                 return node
         raise KeyError(f"lab {self.name!r} has no node {name!r}")
+
+    def daemon_pids(self) -> dict[str, int | None]:
+        """Lab-wide daemon name -> its recorded pid (the names of `daemons.lab_daemons`)."""
+        return {
+            "operator": self.operatorPid,
+            "scheduler": self.schedulerPid,
+            "world server": self.worldServerPid,
+            "store proxy": self.storeProxyPid,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored in lab.json."""
@@ -146,11 +231,20 @@ class LabRecord:
     def from_json(cls, data: dict[str, Any]) -> LabRecord:
         """Parse lab.json."""
         nodes = [NodeRecord(**n) for n in data.get("nodes", [])]
+        routing = data.get("routing", "native")
+        if routing not in ROUTING_MODES:
+            raise ValueError(f"lab record: unknown routing mode {routing!r}")
         return cls(
             name=data["name"],
             store=data["store"],
             nodes=nodes,
             mtu=int(data.get("mtu", DEFAULT_MTU)),
+            routing=routing,
+            uplinkMtu=int(data.get("uplinkMtu", DEFAULT_MTU)),
+            operatorPid=data.get("operatorPid"),
+            schedulerPid=data.get("schedulerPid"),
+            worldServerPid=data.get("worldServerPid"),
+            storeProxyPid=data.get("storeProxyPid"),
         )
 
 

@@ -1,10 +1,11 @@
-"""`pylium lab status`: each node's record plus whether its daemons run and answer."""
+"""`pylium lab status`: the lab's settings and daemons, and each node's record plus whether its
+daemons run and answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pylium.lab import daemons, process
+from pylium.lab import daemons, process, record
 from pylium.lab.health import agent_health
 from pylium.lab.record import LabRecord
 
@@ -18,6 +19,7 @@ def status(lab: LabRecord) -> dict[str, Any]:
             {
                 "name": node.name,
                 "netns": node.netns,
+                "underlayIP": node.underlayIP,
                 "agentSocket": node.agentSocket,
                 "cniConfDir": node.cniConfDir,
                 "cniBinDir": node.cniBinDir,
@@ -28,6 +30,24 @@ def status(lab: LabRecord) -> dict[str, Any]:
                 "health": agent_health(node.agentSocket) if agent_running else "agent not running",
                 "kubeletPid": node.kubeletPid,
                 "kubeletRunning": process.alive(node.kubeletPid, daemons.is_kubelet_of(node.name)),
+                "routesPid": node.routesPid,
+                "routesRunning": process.alive(node.routesPid, daemons.is_routes_of(node.name)),
             }
         )
-    return {"name": lab.name, "store": lab.store, "nodes": nodes}
+    pids = lab.daemon_pids()
+    lab_daemons = {
+        what: {"pid": pids[what], "running": process.alive(pids[what], match)}
+        for what, match in daemons.lab_daemons(lab.name).items()
+        if pids[what] is not None
+    }
+    return {
+        "name": lab.name,
+        "store": lab.store,
+        "routing": lab.routing,
+        "mtu": lab.mtu,
+        "uplinkMtu": lab.uplinkMtu,
+        "underlay": {"netns": record.underlay_netns(lab.name), "cidr": record.UNDERLAY_CIDR},
+        "world": {"netns": record.world_netns(lab.name), "ip": record.WORLD_IP},
+        "daemons": lab_daemons,
+        "nodes": nodes,
+    }

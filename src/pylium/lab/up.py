@@ -12,14 +12,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pylium.lab import cgroup, cluster, cniconf, daemons, down, netns, process, record
+from pylium import paths
+from pylium.lab import (
+    cgroup,
+    cluster,
+    cniconf,
+    daemons,
+    down,
+    netns,
+    process,
+    record,
+    storeproxy,
+    underlay,
+)
 from pylium.lab.health import agent_health
-from pylium.lab.record import LabRecord, NodeRecord
+from pylium.lab.record import LabRecord, NodeRecord, Routing
 
-MAX_NODES = 1
-"""Nodes a lab may have until the underlay between nodes exists."""
+MAX_NODES = 20
+"""Nodes a lab may have: the underlay is one /24, and each node costs ~100 MB of daemons."""
 
 AGENT_READY_TIMEOUT = 60.0
+PROXY_READY_TIMEOUT = 10.0
+POD_CIDR_TIMEOUT = 30.0
 
 
 class LabError(Exception):
@@ -31,15 +45,35 @@ def up(
     nodes: int = 1,
     mtu: int = record.DEFAULT_MTU,
     progress: Callable[[str], None] = print,
+    routing: Routing = "native",
+    store: str = "sqlite",
 ) -> LabRecord:
     """Make the lab and return its record once every agent is healthy.
+
+    Args:
+        mtu: the underlay (uplink) MTU; pods get it less the tunnel overhead in tunnel mode.
+        routing: `native` (routes to each node's pod CIDR through the underlay) or `tunnel`.
+        store: `sqlite` (a file in the lab dir) or `etcd://127.0.0.1:PORT` (keys under
+            `/<lab>`).
 
     Raises:
         LabError: the lab exists, the request is unsupported, or a step failed (then the lab
             is torn down again).
     """
     if nodes < 1 or nodes > MAX_NODES:
-        raise LabError(f"--nodes {nodes}: this version runs labs of {MAX_NODES} node only")
+        raise LabError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
+    if routing == "tunnel":
+        raise LabError(
+            "--routing tunnel: tunnel routing is not available yet (the VXLAN datapath is "
+            "still to come); use --routing native"
+        )
+    if store != "sqlite":
+        try:
+            storeproxy.etcd_endpoint(store)
+        except ValueError as e:
+            raise LabError(f"--store {e}") from None
+        if not store.startswith("etcd://"):
+            raise LabError(f"--store {store}: expected sqlite or etcd://HOST:PORT")
     if record.load(name) is not None:
         raise LabError(
             f"lab {name!r} exists already: remove it first with `pylium lab down --name {name}`"
@@ -49,13 +83,39 @@ def up(
             f"leftovers of an earlier lab {name!r} remain: remove them with "
             f"`pylium lab down --name {name} --force`"
         )
-    lab = LabRecord.new(name, nodes, mtu)
+    lab = LabRecord.new(name, nodes, mtu, routing, store)
     record.save(lab)
     try:
-        progress("store: namespaces, nodes and pod CIDRs")
+        progress("store: namespaces, nodes and their addresses")
         asyncio.run(cluster.seed(lab))
+        progress(f"operator: pod CIDRs out of {record.CLUSTER_POOL}")
+        daemons.start_operator(lab)
+        record.save(lab)
+        _wait_pod_cidrs(lab)
+        record.save(lab)
+        progress(f"underlay {record.UNDERLAY_CIDR} and world {record.WORLD_CIDR}")
+        underlay.create_underlay(lab)
+        for i, node in enumerate(lab.nodes, start=1):
+            _make_node(lab, node, i, progress)
+        daemons.start_lab_daemons(lab)
+        if storeproxy.etcd_endpoint(lab.store) is not None:
+            progress("etcd proxy into the node namespaces")
+            daemons.start_store_proxy(lab)
+            record.save(lab)
+            _wait_proxy(lab)
+        record.save(lab)
         for node in lab.nodes:
-            _make_node(lab, node, progress)
+            progress(f"{node.name}: starting the agent")
+            daemons.start_agent(lab, node)
+            record.save(lab)
+        for node in lab.nodes:
+            wait_agent(node, progress)
+        for node in lab.nodes:
+            progress(f"{node.name}: starting the lab kubelet and node routes")
+            daemons.start_kubelet(lab, node)
+            if lab.routing == "native":
+                daemons.start_routes(lab, node)
+            record.save(lab)
     except BaseException as e:
         progress(f"lab up failed ({e}); removing what was made")
         down.down(name, force=True, progress=progress)
@@ -65,19 +125,39 @@ def up(
     return lab
 
 
-def _make_node(lab: LabRecord, node: NodeRecord, progress: Callable[[str], None]) -> None:
-    progress(f"{node.name}: namespace {node.netns}, cgroup, CNI config")
+def _make_node(
+    lab: LabRecord, node: NodeRecord, index: int, progress: Callable[[str], None]
+) -> None:
+    progress(f"{node.name}: namespace {node.netns}, uplink {node.underlayIP}, cgroup, CNI")
     netns.create(node.netns)
+    underlay.plug_node(lab, node, index)
     cgroup.create(Path(node.cgroup))
     node.dir.mkdir(parents=True, exist_ok=True)
     cniconf.install(node, lab.mtu)
-    progress(f"{node.name}: starting the agent")
-    daemons.start_agent(lab, node)
-    record.save(lab)
-    wait_agent(node, progress)
-    progress(f"{node.name}: starting the lab kubelet")
-    daemons.start_kubelet(lab, node)
-    record.save(lab)
+
+
+def _wait_pod_cidrs(lab: LabRecord) -> None:
+    """Wait until the operator gave every node a pod CIDR; record and mirror them."""
+    cidrs = asyncio.run(cluster.pod_cidrs(lab, POD_CIDR_TIMEOUT))
+    if cidrs is None:
+        log = paths.lab_dir(lab.name) / "operator.log"
+        raise LabError(f"the operator gave no pod CIDRs in {POD_CIDR_TIMEOUT:.0f}s:\n{_tail(log)}")
+    for node in lab.nodes:
+        node.podCIDR = cidrs[node.name]
+    asyncio.run(cluster.mirror_pod_cidrs(lab))
+
+
+def _wait_proxy(lab: LabRecord) -> None:
+    """Wait until every node namespace reaches etcd through the proxy."""
+    target = storeproxy.etcd_endpoint(lab.store)
+    assert target is not None
+    deadline = time.monotonic() + PROXY_READY_TIMEOUT
+    for node in lab.nodes:
+        while not netns.can_connect(node.netns, *target):
+            if not process.alive(lab.storeProxyPid) or time.monotonic() > deadline:
+                log = paths.lab_dir(lab.name) / "storeproxy.log"
+                raise LabError(f"{node.name}: etcd not reachable through the proxy:\n{_tail(log)}")
+            time.sleep(0.05)
 
 
 def wait_agent(
