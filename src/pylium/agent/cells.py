@@ -5,7 +5,8 @@ Groups, as Cilium's:
 - Infrastructure reaches outside the process and is what tests fake: the cluster store, netlink
   and the REST server.
 - ControlPlane is pure bookkeeping over protocols (no pyroute2, no libbpf): IPAM and endpoints.
-- Datapath is what programs the kernel: here the node set-up (later the BPF loader and maps).
+- Datapath is what programs the kernel: the node set-up (netlink) and the endpoint datapath
+  (BPF programs, maps and tcx links, `datapath.reconciler.BpfDatapath`), faked in unit tests.
 
 Constructors only validate; `start()` opens, spawns and restores; `stop()` undoes in reverse
 order and returns once every task a component started has ended.
@@ -21,7 +22,9 @@ from pathlib import Path
 from pylium import paths
 from pylium.agent.ciliumnode import IpamStatusPublisher, wait_for_pod_cidr
 from pylium.agent.rest import ApiBackend, RestServer
+from pylium.datapath.endpoints import Datapath
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
+from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.endpoint import EndpointManager, EndpointParams
 from pylium.ipam import ClusterPoolAllocator
 from pylium.store import Store, open_store
@@ -37,7 +40,10 @@ class AgentParams:
     store_url: str
     socket: Path
     state_dir: Path
+    bpf_dir: Path
+    """The node's bpffs pin directory (maps, links)."""
     mtu: int = 1500
+    ct_gc_interval: float = 30.0
     ipam_gc_interval: float = 60.0
     ipam_gc_grace: float = 600.0
     status_interval: float = 0.5
@@ -53,19 +59,27 @@ class Agent:
         params: AgentParams,
         store: Store | None = None,
         netlink: Netlink | None = None,
+        datapath: Datapath | None = None,
     ) -> None:
-        """`store` and `netlink` default to the real ones; tests pass fakes."""
+        """`store`, `netlink` and `datapath` default to the real ones; tests pass fakes."""
         if not params.node:
             raise ValueError("node name must not be empty")
         self.params = params
         # Infrastructure
         self._store = store
         self._netlink: Netlink = netlink if netlink is not None else PyrouteNetlink()
+        # Datapath: BPF programs on every endpoint, loaded once the pod CIDR is known
+        self._datapath: Datapath = (
+            datapath
+            if datapath is not None
+            else BpfDatapath(DatapathParams(params.bpf_dir, ct_gc_interval=params.ct_gc_interval))
+        )
         self.backend = ApiBackend(node=params.node, mtu=params.mtu, state_dir=params.state_dir)
         self._rest = RestServer(params.socket, self.backend)  # serves 503 until ready
         # ControlPlane, built once the pod CIDR is known
         self._publisher: IpamStatusPublisher | None = None
         self._endpoints: EndpointManager | None = None
+        self._datapath_started = False
 
     @property
     def store(self) -> Store:
@@ -91,6 +105,8 @@ class Agent:
 
         # Datapath: the router IP must be in place before a pod's default route points at it.
         await self._netlink.setup_node(str(ipam.router_ip))
+        await self._datapath.start(str(ipam.router_ip), str(cidr))
+        self._datapath_started = True
 
         self._endpoints = EndpointManager(
             EndpointParams(
@@ -103,21 +119,26 @@ class Agent:
             ),
             self._netlink,
             ipam,
+            self._datapath,
         )
         await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
+        self.backend.datapath = self._datapath
         self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
         log.info("agent of node %s ready", p.node)
 
     async def stop(self) -> None:
         """Stop serving, then every component in reverse order."""
-        self.backend.ipam = self.backend.endpoints = None
+        self.backend.ipam = self.backend.endpoints = self.backend.datapath = None
         await self._rest.stop()
         if self._publisher is not None:
             await self._publisher.stop()
         if self._endpoints is not None:
             await self._endpoints.stop()
+        if self._datapath_started:
+            await self._datapath.stop()  # closes fds only: pinned maps and links stay
+            self._datapath_started = False
         if isinstance(self._netlink, PyrouteNetlink):
             await self._netlink.stop()
         if self._store is not None:

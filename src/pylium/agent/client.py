@@ -86,6 +86,29 @@ class Endpoint(TypedDict):
     createdAt: str
 
 
+class DatapathMetric(TypedDict):
+    reason: int
+    reasonName: str
+    direction: str
+    packets: int
+    bytes: int
+
+
+class ConntrackEntry(TypedDict):
+    scope: str
+    proto: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    expiresIn: int
+    txPackets: int
+    txBytes: int
+    rxPackets: int
+    rxBytes: int
+    flags: list[str]
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -184,6 +207,17 @@ class AgentClient:
         body = {"valid": [{"containerID": c, "ifname": i} for c, i in valid]}
         answer = cast(dict[str, Any], self._call("POST", "/v1/endpoints/gc", body))
         return cast(list[Endpoint], answer["removed"])
+
+    def datapath_metrics(self) -> list[DatapathMetric]:
+        """GET /v1/datapath/metrics: forwarded (reason 0) and dropped packets and bytes by
+        reason and direction, summed over CPUs."""
+        answer = cast(dict[str, Any], self._call("GET", "/v1/datapath/metrics"))
+        return cast(list[DatapathMetric], answer["metrics"])
+
+    def datapath_conntrack(self) -> list[ConntrackEntry]:
+        """GET /v1/datapath/conntrack: every conntrack entry (for debugging)."""
+        answer = cast(dict[str, Any], self._call("GET", "/v1/datapath/conntrack"))
+        return cast(list[ConntrackEntry], answer["entries"])
 
     def stream_lines(self, path: str) -> Iterator[bytes]:
         """GET `path` and yield the body line by line as it arrives (NDJSON streams such as

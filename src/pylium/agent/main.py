@@ -1,9 +1,11 @@
 """`pylium-agent`: run one node's agent until SIGTERM or SIGINT.
 
-    pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--mtu N]
+    pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--bpf-dir DIR]
+                 [--mtu N]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
-it with `nsenter --net=...`): it enables forwarding there.
+it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
+pods' host-side veths there. `/sys/fs/bpf` must be a mounted bpffs.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ log = logging.getLogger("pylium.agent")
 
 CRASH_ENV = "PYLIUM_AGENT_CRASH_AT"
 """Test-only: name an ADD step ("state-written", "ip-allocated", "veth-created",
-"pod-configured", "host-configured", "ready") and the agent exits abruptly right after it, as a
-crash would. The crash-recovery tests use it."""
+"pod-configured", "host-configured", "datapath-configured", "ready") and the agent exits
+abruptly right after it, as a crash would. The crash-recovery tests use it."""
 
 CRASH_EXIT_CODE = 70
 
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     parser.add_argument("--store", required=True, help="cluster store URL (sqlite:///abs/path)")
     parser.add_argument("--socket", type=Path, help="API socket (default: per node)")
     parser.add_argument("--state-dir", type=Path, help="endpoint and IPAM state (per node)")
+    parser.add_argument("--bpf-dir", type=Path, help="bpffs pin directory (default: per node)")
     parser.add_argument("--mtu", type=int, default=1500, help="pod interface MTU")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
@@ -60,6 +63,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         store_url=args.store,
         socket=args.socket or paths.agent_socket(args.node),
         state_dir=args.state_dir or paths.agent_state_dir(args.node),
+        bpf_dir=args.bpf_dir or paths.bpffs_node_dir(args.node),
         mtu=args.mtu,
         on_step=_crash_hook(crash_at) if crash_at else None,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pylium.datapath.endpoints import Datapath
 from pylium.endpoint import (
     CheckFailed,
     EndpointManager,
@@ -64,13 +65,15 @@ _ERRORS: list[tuple[type[Exception], int, int]] = [
 
 @dataclass
 class ApiBackend:
-    """What the API serves from; `ipam` and `endpoints` are set once the agent is ready."""
+    """What the API serves from; `ipam`, `endpoints` and `datapath` are set once the agent is
+    ready."""
 
     node: str
     mtu: int
     state_dir: Path
     ipam: ClusterPoolAllocator | None = None
     endpoints: EndpointManager | None = None
+    datapath: Datapath | None = None
 
     def ready(self) -> tuple[ClusterPoolAllocator, EndpointManager]:
         """The live components, or a 503 'try again later' while the agent starts."""
@@ -82,6 +85,12 @@ class ApiBackend:
                 "waiting for the node's pod CIDR (CiliumNode spec.ipam.podCIDRs)",
             )
         return self.ipam, self.endpoints
+
+    def ready_datapath(self) -> Datapath:
+        """The datapath, or a 503 while the agent starts."""
+        self.ready()
+        assert self.datapath is not None  # set together with ipam and endpoints
+        return self.datapath
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -163,6 +172,8 @@ class Api:
         app.router.add_get(r"/v1/endpoints/{id:\d+}", self.get_endpoint)
         app.router.add_delete(r"/v1/endpoints/{id:\d+}", self.delete_endpoint)
         app.router.add_post(r"/v1/endpoints/{id:\d+}/check", self.check_endpoint)
+        app.router.add_get("/v1/datapath/metrics", self.datapath_metrics)
+        app.router.add_get("/v1/datapath/conntrack", self.datapath_conntrack)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -275,6 +286,14 @@ class Api:
             valid.add((item["containerID"], item["ifname"]))
         removed = await endpoints.gc(valid)
         return web.json_response({"removed": [ep.to_json() for ep in removed]})
+
+    async def datapath_metrics(self, request: web.Request) -> web.Response:
+        samples = self._b.ready_datapath().metrics()
+        return web.json_response({"metrics": [s.to_json() for s in samples]})
+
+    async def datapath_conntrack(self, request: web.Request) -> web.Response:
+        entries = self._b.ready_datapath().conntrack()
+        return web.json_response({"entries": [e.to_json() for e in entries]})
 
 
 class RestServer:

@@ -67,6 +67,10 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_obj_get": (c_int, [c_char_p]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint32)]),
     "bpf_link_create": (c_int, [c_int, c_int, c_int, c_void_p]),
+    "bpf_prog_query": (
+        c_int,
+        [c_int, c_int, c_uint32, ctypes.POINTER(c_uint32), c_void_p, ctypes.POINTER(c_uint32)],
+    ),
     "bpf_link_detach": (c_int, [c_int]),
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
     "bpf_prog_test_run_opts": (c_int, [c_int, c_void_p]),

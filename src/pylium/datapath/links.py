@@ -60,11 +60,18 @@ class _BpfLinkInfo(ctypes.Structure):
     ]
 
 
+LINK_TYPE_TCX = 11
+"""enum bpf_link_type of a tcx link."""
+
+
 @dataclass(frozen=True)
 class LinkInfo:
     type: int
     id: int
     prog_id: int
+    ifindex: int
+    """The device of a tcx link, 0 once that device is gone (the link is defunct then); 0 for
+    other link types."""
 
 
 class Link:
@@ -83,7 +90,9 @@ class Link:
     def info(self) -> LinkInfo:
         raw = _BpfLinkInfo()
         libbpf.obj_info(self.fd, raw)
-        return LinkInfo(type=raw.type, id=raw.id, prog_id=raw.prog_id)
+        # For tcx the union starts with {__u32 ifindex; __u32 attach_type;}.
+        ifindex = raw.union[0] & 0xFFFFFFFF if raw.type == LINK_TYPE_TCX else 0
+        return LinkInfo(type=raw.type, id=raw.id, prog_id=raw.prog_id, ifindex=ifindex)
 
     def pin(self, path: os.PathLike[str] | str) -> None:
         libbpf.obj_pin(self.fd, os.fspath(path))
@@ -140,6 +149,21 @@ def attach_tcx(ifindex: int, program: Program, direction: Direction) -> Link:
     if ret < 0:
         raise BpfError(-ret, f"attach tcx {direction.value} of {program.name} to ifindex {ifindex}")
     return Link(ret)
+
+
+def tcx_programs(ifindex: int, direction: Direction, max_progs: int = 64) -> list[int]:
+    """Ids of the programs attached with tcx to a device (calling thread's netns), in order."""
+    attach = AttachType.TCX_INGRESS if direction is Direction.INGRESS else AttachType.TCX_EGRESS
+    ids = (ctypes.c_uint32 * max_progs)()
+    count = ctypes.c_uint32(max_progs)
+    flags = ctypes.c_uint32()
+    libbpf.check(
+        libbpf.lib().bpf_prog_query(
+            ifindex, int(attach), 0, ctypes.byref(flags), ids, ctypes.byref(count)
+        ),
+        f"query tcx {direction.value} of ifindex {ifindex}",
+    )
+    return list(ids[: count.value])
 
 
 def tcx_supported(program: Program) -> bool:

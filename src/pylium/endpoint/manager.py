@@ -6,8 +6,11 @@ Ordering that makes a crash at any point leak nothing:
   the file and rolls back: delete the host veth (the pair goes with it), release the owner's
   addresses, remove the file.
 - DEL writes `deleting` first; a restart finishes it.
-- At start, `lxc*` interfaces no endpoint owns are deleted and addresses no endpoint owns are
-  released (`EndpointManager.start`).
+- ADD attaches the datapath (map entries, tc programs) before it writes `ready`, so a pod
+  whose ADD succeeded has its traffic on the programs; DEL detaches before it unplumbs.
+- At start, `lxc*` interfaces no endpoint owns are deleted, addresses no endpoint owns are
+  released, and the datapath is reconciled against the ready endpoints: stale entries and links
+  pruned, the rest updated (re-opening pinned links, `EndpointManager.start`).
 
 Requests for one (containerID, ifname) are serialised; different attachments run in parallel.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pylium.datapath.endpoints import EndpointDatapath
 from pylium.datapath.netlink import Netlink
 from pylium.endpoint import plumbing
 from pylium.endpoint.ids import EndpointIds
@@ -65,9 +69,16 @@ class EndpointParams:
 class EndpointManager:
     """Creates, deletes, checks and garbage-collects endpoints. Start with start()."""
 
-    def __init__(self, params: EndpointParams, netlink: Netlink, ipam: ClusterPoolAllocator):
+    def __init__(
+        self,
+        params: EndpointParams,
+        netlink: Netlink,
+        ipam: ClusterPoolAllocator,
+        datapath: EndpointDatapath,
+    ):
         self._params = params
         self._nl = netlink
+        self._dp = datapath
         self._ipam = ipam
         self._states = EndpointStateDir(params.state_dir / "endpoints")
         self._ids = EndpointIds()
@@ -83,7 +94,8 @@ class EndpointManager:
         return self._states
 
     async def start(self) -> None:
-        """Restore endpoints from disk, clean what a crash left, drain queued DELs, start GC."""
+        """Restore endpoints from disk, clean what a crash left, reconcile the datapath, drain
+        queued DELs, start GC."""
         for ep in self._states.load_all():
             self._ids.reserve(ep.id)
             self._by_id[ep.id] = ep
@@ -95,6 +107,7 @@ class EndpointManager:
                 log.warning("finishing DEL of endpoint %d (%s)", ep.id, ep.owner)
                 await self._remove(ep)
         await self._delete_orphan_links()
+        await self._reconcile_datapath()
         self._ipam.gc(self._live_owners(), grace=self._params.ipam_gc_grace)
         await self._drain_delete_queue()
         self._gc_task = asyncio.create_task(self._gc_loop(), name="ipam-gc")
@@ -171,13 +184,11 @@ class EndpointManager:
             self._by_id[ep.id] = ep
             step("ip-allocated")
             done = await plumbing.plumb(self._nl, ep, req.mac, step)
-            ep = replace(
-                ep,
-                state="ready",
-                mac=done.mac,
-                host_ifindex=done.host_ifindex,
-                host_mac=done.host_mac,
-            )
+            ep = replace(ep, mac=done.mac, host_ifindex=done.host_ifindex, host_mac=done.host_mac)
+            self._by_id[ep.id] = ep
+            await self._dp.update(plumbing.datapath_row(ep))
+            step("datapath-configured")
+            ep = replace(ep, state="ready")
             self._states.save(ep)
             self._by_id[ep.id] = ep
             step("ready")
@@ -227,6 +238,8 @@ class EndpointManager:
             if alloc is None or alloc.owner != ep.owner:
                 problems.append(f"IPAM holds no reservation of {ep.ipv4} for {ep.owner}")
             problems += await plumbing.verify(self._nl, ep)
+            if ep.state == "ready":
+                problems += await self._dp.verify(plumbing.datapath_row(ep))
             if problems:
                 raise CheckFailed(problems)
             return ep
@@ -251,6 +264,7 @@ class EndpointManager:
         ep = replace(ep, state="deleting")
         self._states.save(ep)
         self._by_id[ep.id] = ep
+        await self._dp.delete(plumbing.datapath_row(ep))
         await plumbing.unplumb(self._nl, ep)
         self._ipam.release_owner(ep.owner)
         self._forget(ep)
@@ -258,6 +272,7 @@ class EndpointManager:
 
     async def _rollback(self, ep: Endpoint) -> None:
         """Undo a partial ADD; each step is idempotent, so a repeat after a crash is safe."""
+        await self._dp.delete(plumbing.datapath_row(ep))
         await plumbing.unplumb(self._nl, ep)
         self._ipam.release_owner(ep.owner)
         self._forget(ep)
@@ -277,6 +292,22 @@ class EndpointManager:
             if link.name.startswith(HOST_IFNAME_PREFIX) and link.name not in owned:
                 log.warning("deleting orphan interface %s", link.name)
                 await self._nl.node.delete_link(link.name)
+
+    async def _reconcile_datapath(self) -> None:
+        """Make the datapath match the ready endpoints: prune what none owns (left by a crash
+        or a DEL while the agent was down), then update each one; a restarted agent re-opens
+        its pinned links here and swaps the newly loaded programs in."""
+        rows = [plumbing.datapath_row(ep) for ep in self._by_id.values() if ep.state == "ready"]
+        try:
+            await self._dp.prune(rows)
+        except Exception:
+            log.exception("pruning the datapath failed")
+        for row in rows:
+            try:
+                await self._dp.update(row)
+            except Exception:
+                # CHECK reports it; DEL or a repeated ADD repairs it
+                log.exception("datapath of endpoint %d (%s) failed", row.id, row.host_ifname)
 
     async def _drain_delete_queue(self) -> None:
         """Replay CNI DELs that the plugin queued while the agent was down."""

@@ -3,7 +3,7 @@
 Pod side (named CNI_IFNAME): the pod's address as /32, a link-scope route to the node's router
 IP and the default route through it, so every packet leaves through the veth whatever its
 destination (as Cilium's pods). Node side (`lxc…`): up, and a `<ip>/32` route to it. The
-host-side veth is where the datapath attaches its tc programs later.
+host-side veth is where the datapath attaches its tc programs (`datapath_row` is what it gets).
 
 The pod end is created directly inside the pod namespace with its final name (by the path's
 fd), not created here and moved: moving a device between namespaces costs ~18 ms on this
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pylium.datapath.endpoints import EndpointRow
 from pylium.datapath.netlink import LinkExists, Netlink, NetnsNotFound, Route
 from pylium.endpoint.model import Endpoint, InterfaceExists, NetnsMissing
 
@@ -73,6 +74,19 @@ async def unplumb(nl: Netlink, ep: Endpoint) -> None:
 
     Needs no pod namespace, so it works when the pod is gone."""
     await nl.node.delete_link(ep.host_ifname)
+
+
+def datapath_row(ep: Endpoint) -> EndpointRow:
+    """The endpoint as the datapath sees it (address and ifindex may still be unset in a
+    roll-back: the datapath then removes what the row names)."""
+    return EndpointRow(
+        id=ep.id,
+        ipv4=ep.ipv4,
+        host_ifname=ep.host_ifname,
+        host_ifindex=ep.host_ifindex,
+        mac=ep.mac,
+        host_mac=ep.host_mac,
+    )
 
 
 def pod_routes(ep: Endpoint) -> list[Route]:

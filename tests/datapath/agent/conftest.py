@@ -1,6 +1,6 @@
 """Fixtures for the agent datapath tests: a node netns running the real agent (via nsenter,
-as the lab does) over a temporary sqlite store, and pod namespaces. Everything is removed after
-the test, also when it fails."""
+as the lab does) over a temporary sqlite store, its BPF pins in a private bpffs directory, and
+pod namespaces. Everything is removed after the test, also when it fails."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from pylium.agent.client import AgentClient, AgentError
+from pylium.paths import BPFFS_ROOT
 from pylium.store import open_store
 from tests.support import wait_for
 
-PREFIX = "pyl-ta-"
+PREFIX = "pyl-ti-"
 CIDR = "10.244.7.0/24"
 
 
@@ -48,9 +49,10 @@ def del_netns(name: str) -> None:
 class Node:
     """One node netns with its agent process."""
 
-    def __init__(self, root: Path, netns: str) -> None:
+    def __init__(self, root: Path, netns: str, bpf_dir: Path) -> None:
         self.root = root
         self.netns = netns
+        self.bpf_dir = bpf_dir
         self.name = "n1"
         self.socket = root / "agent.sock"
         self.state_dir = root / "state"
@@ -81,6 +83,8 @@ class Node:
                     str(self.socket),
                     "--state-dir",
                     str(self.state_dir),
+                    "--bpf-dir",
+                    str(self.bpf_dir),
                     "--log-level",
                     "WARNING",
                 ],
@@ -157,7 +161,7 @@ def node() -> Iterator[Node]:
         pytest.skip("needs root (network namespaces)")
     root = Path(tempfile.mkdtemp(prefix=PREFIX))
     netns = add_netns()
-    n = Node(root, netns)
+    n = Node(root, netns, BPFFS_ROOT / f"ti-{secrets.token_hex(4)}")
     try:
         asyncio.run(_make_ciliumnode(n.store_url, n.name))
         n.start()
@@ -166,6 +170,8 @@ def node() -> Iterator[Node]:
         if n.proc is not None:
             n.stop()
         del_netns(netns)
+        # what `lab down` does per node: the last references go, links and maps are freed
+        shutil.rmtree(n.bpf_dir, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -185,6 +185,7 @@ def test_sigkill_and_restart_keeps_everything(node, pods):
         "veth-created",
         "pod-configured",
         "host-configured",
+        "datapath-configured",
     ],
 )
 def test_crash_mid_add_leaks_nothing(node, pods, step):

@@ -17,7 +17,7 @@ from pylium.agent.cells import Agent, AgentParams
 from pylium.agent.client import AgentClient, AgentError, AgentUnreachable, _UnixConnection
 from pylium.store import Store, open_store
 from tests.support import eventually
-from tests.unit.endpoint.fakes import FakeNetlink
+from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
 
 T = TypeVar("T")
 POD = "/var/run/netns/pod-a"
@@ -41,17 +41,20 @@ class Harness:
         self.nl = FakeNetlink()
         self.nl.add_pod_netns(POD)
         self.nl.add_pod_netns(POD_B)
+        self.dp = FakeDatapath()
         self.agent = Agent(
             AgentParams(
                 node="n1",
                 store_url="unused",
                 socket=root / "agent.sock",
                 state_dir=root / "state",
+                bpf_dir=root / "bpf",
                 mtu=1400,
                 status_interval=0.02,
             ),
             store=store,
             netlink=self.nl,
+            datapath=self.dp,
         )
         self.client = AgentClient(root / "agent.sock", timeout=5)
 
@@ -96,7 +99,10 @@ async def test_not_ready_until_the_ciliumnode_has_a_pod_cidr(harness):
     assert (err.status, err.code) == (503, 11)
     err = await h.error(h.client.create_endpoint, "c1", "eth0", POD)
     assert (err.status, err.code) == (503, 11)
+    err = await h.error(h.client.datapath_metrics)
+    assert (err.status, err.code) == (503, 11)
     assert (await h.call(h.client.config))["podCIDR"] is None
+    assert h.dp.node is None
 
     await h.store.create(node_object(None))
     await asyncio.sleep(0)
@@ -112,6 +118,7 @@ async def test_not_ready_until_the_ciliumnode_has_a_pod_cidr(harness):
         "ipam": {"cidr": "10.244.1.0/24", "used": 0, "available": 253},
     }
     assert h.nl.router_ip == "10.244.1.1"
+    assert h.dp.node == ("10.244.1.1", "10.244.1.0/24")
 
 
 async def test_config(ready):
@@ -183,6 +190,32 @@ async def test_endpoint_routes(ready):
     await ready.call(c.delete_attachment, "c1", "eth0")  # nothing left: still 204
     assert await ready.call(c.endpoints) == []
     assert (await ready.call(c.healthz))["ipam"]["used"] == 0
+
+
+async def test_datapath_routes(ready):
+    c = ready.client
+    ep = await ready.call(c.create_endpoint, "c1", "eth0", POD)
+    assert list(ready.dp.rows) == [ep["hostIfname"]]
+    assert await ready.call(c.datapath_metrics) == [
+        {"reason": 0, "reasonName": "FORWARDED", "direction": "egress", "packets": 1, "bytes": 0}
+    ]
+    assert await ready.call(c.datapath_conntrack) == [
+        {
+            "scope": "egress", "proto": 6, "src": ep["ipv4"], "sport": 1, "dst": "10.0.0.1",
+            "dport": 80, "expiresIn": 60, "txPackets": 1, "txBytes": 60, "rxPackets": 0,
+            "rxBytes": 0, "flags": ["SEEN_REPLY"],
+        }
+    ]  # fmt: skip
+    ready.dp.rows.clear()
+    err = await ready.error(c.check_endpoint, ep["id"], POD)
+    assert err.status == 409 and f"datapath of {ep['hostIfname']} is missing" in err.msg
+    await ready.call(c.delete_attachment, "c1", "eth0")
+    assert ready.dp.rows == {}
+
+
+async def test_stop_stops_the_datapath(ready):
+    await ready.agent.stop()
+    assert ready.dp.node is None
 
 
 def raw_put(sock: Path, body: bytes) -> tuple[int, dict]:

@@ -1,15 +1,17 @@
 """An in-memory `Netlink` that behaves like the kernel for what the agent does with it:
 veth pairs whose ends live in namespaces, delete taking the peer (and its routes and
 addresses) with it, EEXIST on names. `fail_on` injects an error into the next call of a named
-operation, so tests can walk roll-back step by step."""
+operation, so tests can walk roll-back step by step. `FakeDatapath` stands in for the BPF
+endpoint datapath the same way."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
+from pylium.datapath.endpoints import CtSample, EndpointRow, MetricSample
 from pylium.datapath.netlink import Link, LinkExists, LinkNotFound, NetnsNotFound, Route
 
 _indexes = itertools.count(10)
@@ -191,3 +193,57 @@ class FakeNetlink:
 
     async def setup_node(self, router_ip: str) -> None:
         self.router_ip = router_ip
+
+
+class FakeDatapath:
+    """An in-memory `Datapath`: the rows it holds by host-side interface, with the reconciler
+    semantics (update idempotent, delete of the absent a success, prune removes the rest).
+    `fail_on("update")` makes the next update raise."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, EndpointRow] = {}
+        self.node: tuple[str, str] | None = None
+        self.pruned: list[str] = []
+        self._failures: dict[str, Exception] = {}
+
+    def fail_on(self, operation: str) -> None:
+        self._failures[operation] = InjectedFailure(f"datapath {operation}")
+
+    def _maybe_fail(self, operation: str) -> None:
+        error = self._failures.pop(operation, None)
+        if error is not None:
+            raise error
+
+    async def start(self, router_ip: str, pod_cidr: str) -> None:
+        self.node = (router_ip, pod_cidr)
+
+    async def stop(self) -> None:
+        self.node = None
+
+    async def update(self, row: EndpointRow) -> None:
+        self._maybe_fail("update")
+        self.rows[row.host_ifname] = row
+
+    async def delete(self, row: EndpointRow) -> None:
+        self.rows.pop(row.host_ifname, None)
+
+    async def prune(self, desired: Iterable[EndpointRow]) -> None:
+        want = {row.host_ifname for row in desired}
+        stale = [name for name in self.rows if name not in want]
+        for name in stale:
+            del self.rows[name]
+        self.pruned += stale
+
+    async def verify(self, row: EndpointRow) -> list[str]:
+        if self.rows.get(row.host_ifname) != row:
+            return [f"datapath of {row.host_ifname} is missing"]
+        return []
+
+    def metrics(self) -> list[MetricSample]:
+        return [MetricSample(0, "FORWARDED", "egress", packets=len(self.rows), bytes=0)]
+
+    def conntrack(self) -> list[CtSample]:
+        return [
+            CtSample("egress", 6, row.ipv4, 1, "10.0.0.1", 80, 60, 1, 60, 0, 0, ("SEEN_REPLY",))
+            for row in self.rows.values()
+        ]

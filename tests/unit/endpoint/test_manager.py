@@ -1,9 +1,11 @@
-"""Endpoint manager over the fake netlink: ADD/DEL/CHECK/GC, roll-back, restart recovery."""
+"""Endpoint manager over the fake netlink and datapath: ADD/DEL/CHECK/GC, roll-back, restart
+recovery and datapath reconciliation."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,9 @@ from pylium.endpoint import (
     NetnsMissing,
 )
 from pylium.endpoint.model import host_ifname
+from pylium.endpoint.plumbing import datapath_row
 from pylium.ipam import ClusterPoolAllocator
-from tests.unit.endpoint.fakes import FakeNetlink, InjectedFailure
+from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink, InjectedFailure
 
 POD = "/var/run/netns/pod-a"
 POD_B = "/var/run/netns/pod-b"
@@ -34,6 +37,7 @@ class Env:
         self.nl = FakeNetlink()
         self.nl.add_pod_netns(POD)
         self.nl.add_pod_netns(POD_B)
+        self.dp = FakeDatapath()
         self.steps: list[str] = []
         self.raise_at: str | None = None
         self.manager, self.ipam = self._build()
@@ -53,7 +57,7 @@ class Env:
             ipam_gc_grace=0.0,
             on_step=self._on_step,
         )
-        return EndpointManager(params, self.nl, ipam), ipam
+        return EndpointManager(params, self.nl, ipam, self.dp), ipam
 
     async def restart(self) -> None:
         await self.manager.stop()
@@ -73,6 +77,7 @@ class Env:
         assert self.nl.node.route_table == []
         assert self.ipam.used() == {}
         assert self.state_files() == []
+        assert self.dp.rows == {}
 
 
 @pytest.fixture
@@ -123,8 +128,11 @@ async def test_create_plumbs_pod_and_host_side(env):
         "veth-created",
         "pod-configured",
         "host-configured",
+        "datapath-configured",
         "ready",
     ]
+    assert env.dp.rows == {ep.host_ifname: datapath_row(ep)}
+    assert datapath_row(ep).host_mac == ep.host_mac and datapath_row(ep).mac == ep.mac
 
 
 async def test_add_fails_when_the_ifname_exists_and_leaves_it_alone(env):
@@ -163,6 +171,7 @@ async def test_a_failing_netlink_call_rolls_everything_back(env, operation):
         "veth-created",
         "pod-configured",
         "host-configured",
+        "datapath-configured",
         "ready",
     ],
 )
@@ -174,6 +183,14 @@ async def test_a_failure_after_any_step_rolls_everything_back(env, step):
     env.raise_at = None
     ep = await env.manager.create(req())  # and the next ADD of the same attachment works
     assert ep.state == "ready"
+
+
+async def test_a_failing_datapath_update_rolls_everything_back(env):
+    env.dp.fail_on("update")
+    with pytest.raises(InjectedFailure):
+        await env.manager.create(req())
+    env.assert_clean()
+    assert "datapath-configured" not in env.steps
 
 
 async def test_delete_is_idempotent_and_needs_no_netns(env):
@@ -206,6 +223,14 @@ async def test_check_names_what_is_missing(env):
         await env.manager.check(ep.id)
     assert err.value.problems[0] == "IPAM holds no reservation of 10.244.1.2 for c1/eth0"
     assert f"host route 10.244.1.2/32 dev {ep.host_ifname} is missing" in err.value.problems
+
+
+async def test_check_names_a_missing_datapath(env):
+    ep = await env.manager.create(req())
+    env.dp.rows.clear()
+    with pytest.raises(CheckFailed) as err:
+        await env.manager.check(ep.id, POD)
+    assert err.value.problems == [f"datapath of {ep.host_ifname} is missing"]
 
 
 async def test_check_tolerates_a_changed_mac_and_extra_routes(env):
@@ -252,9 +277,23 @@ async def test_restart_keeps_ready_endpoints(env):
     assert (nxt.id, nxt.ipv4) == (2, "10.244.1.3")
 
 
-async def test_restart_rolls_back_an_interrupted_add(env):
-    """A crash mid-ADD leaves a `creating` file, an address and a veth: restart removes all."""
-    env.raise_at = "pod-configured"
+async def test_restart_reconciles_the_datapath_with_the_ready_endpoints(env):
+    """Restart prunes rows no endpoint owns and updates every ready one (re-attach)."""
+    keep = await env.manager.create(req("c1", POD))
+    gone = await env.manager.create(req("c2", POD_B))
+    # c2's state file vanished while the agent was down; its datapath row stayed behind
+    (env.tmp / "endpoints" / f"{gone.id}.json").unlink()
+    env.dp.rows[keep.host_ifname] = datapath_row(replace(keep, id=99))
+    await env.restart()
+    assert env.dp.pruned == [gone.host_ifname]
+    assert env.dp.rows == {keep.host_ifname: datapath_row(keep)}
+
+
+@pytest.mark.parametrize("step", ["pod-configured", "datapath-configured"])
+async def test_restart_rolls_back_an_interrupted_add(env, step):
+    """A crash mid-ADD leaves a `creating` file, an address, a veth and maybe datapath rows:
+    restart removes all."""
+    env.raise_at = step
     crashed = env.manager.create(req())
     # Simulate the crash: run the ADD up to the step, then drop the manager without roll-back.
     env.manager._rollback = _no_rollback  # type: ignore[method-assign]

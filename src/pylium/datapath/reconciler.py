@@ -1,0 +1,324 @@
+"""The endpoint datapath reconciler: the one component that puts endpoints into the kernel.
+
+At `start` it loads from-container and to-container for the node (router IP and pod CIDR as
+`.rodata`) with their maps pinned by name under the node's pin directory; maps already pinned
+there are re-used, so a restarted agent keeps endpoint entries, conntrack and counters.
+
+Per endpoint (`update`, idempotent): its `pylium_lxc`/`pylium_lxc_if` entries, then two tcx
+links on its host-side veth, from-container on ingress (what the pod sends) and to-container on
+egress (what it receives), pinned as `<pin_dir>/links/<hostIfname>_{ingress,egress}`. A pinned
+link outlives the agent, so traffic never depends on the agent running. On restart `update`
+finds the pin, and if it is still attached to the endpoint's device swaps the freshly loaded
+program in with `bpf_link_update` (atomic: no packet passes without a program); a defunct pin
+(its device was deleted) is replaced by a new attachment.
+
+`delete` unpins the links and removes the map entries; `prune` collects every map key and link
+pin that no desired row accounts for, then detaches and deletes them (already gone is
+success).
+Conntrack entries past their lifetime are deleted at start and every `ct_gc_interval` seconds.
+
+Pin layout::
+
+    <pin_dir>/pylium_lxc, pylium_lxc_if, pylium_ct4_global, pylium_metrics, pylium_events
+    <pin_dir>/links/<hostIfname>_ingress, <hostIfname>_egress
+
+Removing `<pin_dir>` after the agent stopped frees everything (the links detach with their
+last reference); `pylium lab down` does that per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylium.datapath import conntrack
+from pylium.datapath.bpffs import require_bpffs
+from pylium.datapath.conntrack import CtFlags, TupleFlags
+from pylium.datapath.endpoints import CtSample, EndpointRow, MetricSample
+from pylium.datapath.errors import BpfError
+from pylium.datapath.links import Direction as Hook
+from pylium.datapath.links import Link, attach_tcx
+from pylium.datapath.loader import Program
+from pylium.datapath.lxc import (
+    MAP_EVENTS,
+    EndpointInfo,
+    EndpointKey,
+    IfindexKey,
+    LxcObjects,
+    NodeConfig,
+)
+from pylium.datapath.metrics import read_metrics
+
+log = logging.getLogger(__name__)
+
+LINKS_DIR = "links"
+"""Sub-directory of the pin directory holding the endpoints' tcx links."""
+
+_HOOKS = (Hook.INGRESS, Hook.EGRESS)
+
+
+@dataclass(frozen=True)
+class DatapathParams:
+    """Settings of the endpoint datapath."""
+
+    pin_dir: Path
+    """The node's bpffs directory (`paths.bpffs_node_dir(node)`)."""
+    ct_gc_interval: float = 30.0
+    """Seconds between conntrack garbage collections."""
+
+
+def endpoint_info(row: EndpointRow) -> EndpointInfo:
+    """The `pylium_lxc`/`pylium_lxc_if` value of a row."""
+    return EndpointInfo.make(
+        ifindex=row.host_ifindex,
+        lxc_id=row.id,
+        ip=row.ipv4,
+        mac=row.mac,
+        node_mac=row.host_mac,
+    )
+
+
+class BpfDatapath:
+    """The real `Datapath`: libbpf objects, maps and tcx links under one pin directory."""
+
+    def __init__(self, params: DatapathParams) -> None:
+        self._params = params
+        self._objs: LxcObjects | None = None
+        self._gc_task: asyncio.Task[None] | None = None
+
+    @property
+    def pin_dir(self) -> Path:
+        return self._params.pin_dir
+
+    @property
+    def links_dir(self) -> Path:
+        return self._params.pin_dir / LINKS_DIR
+
+    @property
+    def events_pin(self) -> Path:
+        """The pinned `pylium_events` ring buffer (the flow observer reads it)."""
+        return self._params.pin_dir / MAP_EVENTS
+
+    def link_pin(self, host_ifname: str, hook: Hook) -> Path:
+        """Where the link of one endpoint's hook is pinned."""
+        return self.links_dir / f"{host_ifname}_{hook.value}"
+
+    @property
+    def objs(self) -> LxcObjects:
+        if self._objs is None:
+            raise RuntimeError("datapath used before start()")
+        return self._objs
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, router_ip: str, pod_cidr: str) -> None:
+        require_bpffs(self.pin_dir)
+        config = NodeConfig(router_ip=router_ip, pod_cidr=pod_cidr)
+        self._objs = LxcObjects.load(config, pin_dir=self.pin_dir)
+        self.links_dir.mkdir(exist_ok=True)
+        log.info(
+            "datapath loaded under %s (programs %d/%d)",
+            self.pin_dir,
+            self._objs.from_container.id,
+            self._objs.to_container.id,
+        )
+        self.gc_conntrack()
+        self._gc_task = asyncio.create_task(self._gc_loop(), name="ct-gc")
+
+    async def stop(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._gc_task
+            self._gc_task = None
+        if self._objs is not None:
+            self._objs.close()
+            self._objs = None
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    async def update(self, row: EndpointRow) -> None:
+        # Map entries first: the programs recognise the device from its first packet on.
+        self.objs.add_endpoint(endpoint_info(row))
+        # Each tcx attach waits for an RCU grace period under the RTNL lock (~12 ms here), so
+        # off the event loop; every agent thread is in the node netns, where the ifindex is.
+        await asyncio.to_thread(self._ensure_links, row)
+
+    def _ensure_links(self, row: EndpointRow) -> None:
+        for hook in _HOOKS:
+            self._ensure_link(row, hook)
+
+    def _program(self, hook: Hook) -> Program:
+        return self.objs.from_container if hook is Hook.INGRESS else self.objs.to_container
+
+    def _ensure_link(self, row: EndpointRow, hook: Hook) -> None:
+        program = self._program(hook)
+        pin = self.link_pin(row.host_ifname, hook)
+        if pin.exists():
+            with Link.from_pin(pin) as link:
+                info = link.info()
+                if info.ifindex == row.host_ifindex:
+                    if info.prog_id != program.id:
+                        link.update(program)  # atomic swap: the restart path
+                    return
+                log.warning("replacing link %s: its device is gone", pin)
+                _detach(link)
+                pin.unlink()
+        with attach_tcx(row.host_ifindex, program, hook) as link:
+            link.pin(pin)  # if this fails, closing the unpinned link detaches it
+
+    async def delete(self, row: EndpointRow) -> None:
+        # Unpinning drops the links' last reference: the kernel detaches them shortly after
+        # (bpffs frees lazily), and at once when the device goes, which DEL does next.
+        for hook in _HOOKS:
+            self.link_pin(row.host_ifname, hook).unlink(missing_ok=True)
+        objs = self.objs
+        if row.ipv4:
+            key = EndpointKey.of(row.ipv4)
+            entry = objs.lxc.get(key)
+            # Only this endpoint's entry: the address may belong to another one by now.
+            if entry is not None and entry.ifindex == row.host_ifindex:
+                objs.lxc.delete(key, missing_ok=True)
+        if row.host_ifindex:
+            objs.lxc_if.delete(IfindexKey(ifindex=row.host_ifindex), missing_ok=True)
+
+    async def prune(self, desired: Iterable[EndpointRow]) -> None:
+        rows = list(desired)
+        want_ips = {ipaddress.IPv4Address(r.ipv4).packed for r in rows if r.ipv4}
+        want_ifindexes = {r.host_ifindex for r in rows}
+        want_pins = {self.link_pin(r.host_ifname, h).name for r in rows for h in _HOOKS}
+        objs = self.objs
+        # Collect everything stale before deleting anything.
+        stale_ips = [k for k in objs.lxc if bytes(k.ip4) not in want_ips]
+        stale_ifindexes = [k for k in objs.lxc_if if k.ifindex not in want_ifindexes]
+        stale_pins = [p for p in self.links_dir.iterdir() if p.name not in want_pins]
+        errors: list[Exception] = []
+        for pin in stale_pins:
+            log.info("pruning link %s", pin.name)
+            try:
+                _remove_link(pin)
+            except OSError as err:
+                errors.append(err)
+        for ip_key in stale_ips:
+            try:
+                objs.lxc.delete(ip_key, missing_ok=True)
+            except BpfError as err:
+                errors.append(err)
+        for if_key in stale_ifindexes:
+            try:
+                objs.lxc_if.delete(if_key, missing_ok=True)
+            except BpfError as err:
+                errors.append(err)
+        if stale_ips or stale_ifindexes:
+            log.info("pruned %d+%d endpoint map entries", len(stale_ips), len(stale_ifindexes))
+        if errors:
+            raise ExceptionGroup("prune of the endpoint datapath", errors)
+
+    async def verify(self, row: EndpointRow) -> list[str]:
+        objs = self.objs
+        problems: list[str] = []
+        want = bytes(endpoint_info(row))
+        by_ip = objs.lxc.get(EndpointKey.of(row.ipv4))
+        if by_ip is None or bytes(by_ip) != want:
+            problems.append(f"datapath entry of {row.ipv4} in pylium_lxc is missing or stale")
+        by_if = objs.lxc_if.get(IfindexKey(ifindex=row.host_ifindex))
+        if by_if is None or bytes(by_if) != want:
+            problems.append(
+                f"datapath entry of ifindex {row.host_ifindex} in pylium_lxc_if is missing or stale"
+            )
+        for hook in _HOOKS:
+            pin = self.link_pin(row.host_ifname, hook)
+            what = f"{self._program(hook).name} on {hook.value} of {row.host_ifname}"
+            if not pin.exists():
+                problems.append(f"{what} is not attached (no pin {pin})")
+                continue
+            with Link.from_pin(pin) as link:
+                info = link.info()
+            if info.ifindex != row.host_ifindex or info.prog_id != self._program(hook).id:
+                problems.append(f"{what} is not attached (stale link {pin})")
+        return problems
+
+    # --- read-outs and conntrack GC -------------------------------------------------------
+
+    def metrics(self) -> list[MetricSample]:
+        counters = read_metrics(self.objs.metrics)
+        return [
+            MetricSample(
+                reason=int(reason),
+                reason_name=reason.name,
+                direction=direction.name.lower(),
+                packets=c.packets,
+                bytes=c.bytes,
+            )
+            for (reason, direction), c in sorted(counters.items())
+        ]
+
+    def conntrack(self) -> list[CtSample]:
+        now = conntrack.monotonic_seconds()
+        out: list[CtSample] = []
+        for key, entry in self.objs.ct4.items():
+            out.append(
+                CtSample(
+                    scope=_SCOPES[TupleFlags(key.flags)],
+                    proto=key.nexthdr,
+                    src=str(ipaddress.IPv4Address(bytes(key.saddr))),
+                    sport=socket.ntohs(key.sport),
+                    dst=str(ipaddress.IPv4Address(bytes(key.daddr))),
+                    dport=socket.ntohs(key.dport),
+                    expires_in=entry.lifetime - now,
+                    tx_packets=entry.tx_packets,
+                    tx_bytes=entry.tx_bytes,
+                    rx_packets=entry.rx_packets,
+                    rx_bytes=entry.rx_bytes,
+                    flags=tuple(f.name for f in CtFlags if f.name and entry.flags & f),
+                )
+            )
+        return sorted(out, key=lambda s: (s.src, s.dst, s.proto, s.sport, s.dport, s.scope))
+
+    def gc_conntrack(self) -> int:
+        """Delete expired conntrack entries now; returns how many."""
+        deleted = conntrack.gc(self.objs.ct4)
+        if deleted:
+            log.info("conntrack GC deleted %d expired entries", deleted)
+        return deleted
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._params.ct_gc_interval)
+            try:
+                self.gc_conntrack()
+            except BpfError:
+                log.exception("conntrack garbage collection failed")
+
+
+_SCOPES = {TupleFlags.OUT: "egress", TupleFlags.IN: "ingress"}
+"""Conntrack scopes by the direction their program sees (as the metrics' directions)."""
+
+
+def _detach(link: Link) -> None:
+    """Detach now (unpinning alone frees the link lazily); a defunct link is already off."""
+    try:
+        link.detach()
+    except BpfError as err:
+        if err.errno not in (errno.ENOLINK, errno.ENODEV, errno.ENOENT):
+            raise
+
+
+def _remove_link(pin: Path) -> None:
+    """Detach and unpin the link pinned at `pin`; no pin is success."""
+    try:
+        link = Link.from_pin(pin)
+    except BpfError as err:
+        if err.errno == errno.ENOENT:
+            return
+        raise
+    with link:
+        _detach(link)
+    pin.unlink(missing_ok=True)
