@@ -11,6 +11,8 @@ Entries:
   tunnelled to its node's InternalIP unless the pod is local;
 - every node InternalIP and router IP -> host (1) for this node, remote-node (6) for others;
   a remote router IP is tunnelled to its node;
+- every remote node's pod CIDR -> world (2), tunnelled to the node, so a pod the store has
+  not told this node about yet is still reached (its /32 entry, once known, is more specific);
 - 0.0.0.0/0 -> world (2).
 
 The local agent registers its endpoints (`endpoint_identity`) so an endpoint is in the table,
@@ -38,7 +40,7 @@ from pylium.identity import (
     reserved_labels,
 )
 from pylium.identity.labels import DEFAULT_CLUSTER
-from pylium.ipcache.addresses import node_internal_ips, pod_ips, router_ips
+from pylium.ipcache.addresses import node_internal_ips, pod_cidrs, pod_ips, router_ips
 from pylium.ipcache.table import Entry, IPCacheTable, Source
 from pylium.store import Event, Store, StoreError
 from pylium.store.reflector import Reflector
@@ -270,8 +272,13 @@ class IPCache:
         # The router IP lives behind the node, like its pods.
         entries += [
             Entry(IPv4Network(ip), identity, tunnel, name, source, owner)
-            for ip in router_ips(cilium_node)
+            for ip in router_ips(node, cilium_node)
         ]
+        if tunnel is not None:
+            entries += [
+                Entry(cidr, IDENTITY_WORLD, tunnel, name, source, owner)
+                for cidr in pod_cidrs(node, cilium_node)
+            ]
         self.table.set_owner(owner, entries)
 
     def _node_ip(self, name: str) -> IPv4Address | None:

@@ -20,6 +20,7 @@ TWO_NODES_FROM_NODE1 = """\
 0.0.0.0/0 identity=2 tunnel=- node=- source=generated
 10.244.1.1/32 identity=1 tunnel=- node=lab-node1 source=local
 10.244.1.5/32 identity=257 tunnel=- node=lab-node1 source=pod
+10.244.2.0/24 identity=2 tunnel=192.168.10.2 node=lab-node2 source=node
 10.244.2.1/32 identity=6 tunnel=192.168.10.2 node=lab-node2 source=node
 10.244.2.7/32 identity=257 tunnel=192.168.10.2 node=lab-node2 source=pod
 10.244.2.8/32 identity=256 tunnel=192.168.10.2 node=lab-node2 source=pod
