@@ -1,5 +1,5 @@
-"""The pod CIDR ledger on a real sqlite store: CAS keeps two operators from handing out one
-subnet twice."""
+"""The pod CIDR ledger on real stores (sqlite and etcd): CAS keeps two operators from handing
+out one subnet twice."""
 
 from __future__ import annotations
 
@@ -13,21 +13,36 @@ import pytest
 
 from pylium.operator.ledger import KIND, NAME, CIDRLedger
 from pylium.operator.podcidr import PoolExhausted, parse_pools
-from pylium.store import Conflict, Object, Store
-from pylium.store.sqlite import SqliteStore
+from pylium.store import Conflict, Object, Store, open_store
+from tests.unit.store.etcd_server import ETCD, EtcdServer
 
 POOLS = parse_pools(["10.244.0.0/16"], 24)
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    """Two connections to one sqlite file, as two operator processes would hold."""
-    a, b = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", "etcd"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Store]]:
+    """Two connections to one store, as two operator processes would hold: one sqlite file, or
+    one etcd on loopback."""
+    server: EtcdServer | None = None
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path}/s.db"
+    else:
+        if ETCD is None:
+            pytest.skip("needs the etcd binary (Debian's etcd-server)")
+        server = EtcdServer(tmp_path / "etcd")
+        server.base.mkdir()
+        server.start()
+        url = server.url("/ledger")
+    a, b = open_store(url), open_store(url)
     try:
         yield a, b
     finally:
         await a.close()
         await b.close()
+        if server is not None:
+            server.stop()
 
 
 class BeforeUpdate:
