@@ -205,11 +205,20 @@ def test_kubelet_restart_adopts_running_pods_and_cleans_deleted_ones(
     assert pids_before
     process.stop(node.kubeletPid, daemons.is_kubelet_of(node.name))
     assert netns.exists(doomed_ns) and set(_pids_in(web1_ns)) == pids_before  # SIGTERM: no DEL
+    assert _node_ready(lab) == "False"
     pylium("--lab", lab, "delete", "pod", "doomed")
     pylium("--lab", lab, "lab", "restart", "kubelet")
+    wait_for(lambda: _node_ready(lab) == "True", timeout=10)
     wait_for(lambda: not netns.exists(doomed_ns), timeout=15)
     assert set(_pids_in(web1_ns)) == pids_before
     assert pylium("--lab", lab, "probe", "web-2", "web-1:80").stdout.strip() == "web-1"
+
+
+def _node_ready(lab: str) -> str | None:
+    """The status of the node's Ready condition, which its kubelet reports."""
+    node = store_get(lab, "Node", record.node_name(lab, 1)) or {}
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return next((str(c["status"]) for c in conditions if c["type"] == "Ready"), None)
 
 
 def _pids_in(ns: str) -> list[int]:

@@ -30,6 +30,8 @@ from tests.support import wait_for
 pytestmark = pytest.mark.root
 
 NODES = 3
+MTU = 1400
+"""Not the default: shows the lab's MTU reaches uplinks and pods."""
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,10 @@ def lab3() -> Iterator[str]:
         pytest.skip("lab tests need root")
     name = unique_lab()
     try:
-        pylium("lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "native")
+        pylium(
+            "lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "native",
+            "--mtu", str(MTU),
+        )  # fmt: skip
         yield name
     finally:
         pylium("lab", "down", "--name", name, "--force", check=False)
@@ -68,7 +73,7 @@ def _routes(ns: str) -> list[str]:
 
 def test_nodes_get_distinct_cidrs_and_underlay_addresses(lab3: str) -> None:
     report = _status(lab3)
-    assert report["routing"] == "native" and report["mtu"] == report["uplinkMtu"] == 1500
+    assert report["routing"] == "native" and report["mtu"] == report["uplinkMtu"] == MTU
     nodes = report["nodes"]
     assert [n["name"] for n in nodes] == [record.node_name(lab3, i) for i in (1, 2, 3)]
     assert [n["underlayIP"] for n in nodes] == ["192.168.64.2", "192.168.64.3", "192.168.64.4"]
@@ -141,6 +146,19 @@ def test_unpinned_pods_spread_evenly_over_nodes(lab3: str, spread: dict[str, Any
         assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(cidrs[node])
         assert pod["status"]["hostIP"] == _status_ip(lab3, node)
     assert per_node == {record.node_name(lab3, i): 2 for i in (1, 2, 3)}
+
+
+def _mtu(ns: str, dev: str) -> int:
+    out = subprocess.run(
+        ["ip", "-n", ns, "-j", "link", "show", dev], capture_output=True, text=True
+    )
+    (link,) = json.loads(out.stdout)
+    return int(link["mtu"])
+
+
+def test_native_routing_gives_pods_the_uplink_mtu(lab3: str, spread: dict[str, Any]) -> None:
+    for pod in spread.values():
+        assert _mtu(pod["metadata"]["annotations"]["pylium.io/netns"], "eth0") == MTU
 
 
 def _status_ip(lab: str, node: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from pylium.agent.ciliumnode import pod_cidr_of
 from pylium.api import validate
@@ -42,8 +43,11 @@ def objects(lab: LabRecord) -> list[Object]:
     return [validate(o) for o in objs]
 
 
-async def pod_cidrs(lab: LabRecord, timeout: float) -> dict[str, str] | None:
-    """Node name -> pod CIDR once every node's CiliumNode has one; None after `timeout`."""
+async def pod_cidrs(
+    lab: LabRecord, timeout: float, alive: Callable[[], bool]
+) -> dict[str, str] | None:
+    """Node name -> pod CIDR once every node's CiliumNode has one; None after `timeout` or
+    once `alive()` (is the operator still running?) says no."""
     store = open_store(lab.store)
     deadline = time.monotonic() + timeout
     try:
@@ -53,7 +57,7 @@ async def pod_cidrs(lab: LabRecord, timeout: float) -> dict[str, str] | None:
             cidrs = {n.name: found.get(n.name) for n in lab.nodes}
             if all(cidrs.values()):
                 return {name: str(cidr) for name, cidr in cidrs.items()}
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not alive():
                 return None
             await asyncio.sleep(0.05)
     finally:

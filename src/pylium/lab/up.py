@@ -138,10 +138,13 @@ def _make_node(
 
 def _wait_pod_cidrs(lab: LabRecord) -> None:
     """Wait until the operator gave every node a pod CIDR; record and mirror them."""
-    cidrs = asyncio.run(cluster.pod_cidrs(lab, POD_CIDR_TIMEOUT))
+    running = daemons.is_operator_of(lab.name)
+    cidrs = asyncio.run(
+        cluster.pod_cidrs(lab, POD_CIDR_TIMEOUT, lambda: process.alive(lab.operatorPid, running))
+    )
     if cidrs is None:
         log = paths.lab_dir(lab.name) / "operator.log"
-        raise LabError(f"the operator gave no pod CIDRs in {POD_CIDR_TIMEOUT:.0f}s:\n{_tail(log)}")
+        raise LabError(f"the operator gave no pod CIDRs:\n{_tail(log)}")
     for node in lab.nodes:
         node.podCIDR = cidrs[node.name]
     asyncio.run(cluster.mirror_pod_cidrs(lab))

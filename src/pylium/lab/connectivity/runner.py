@@ -49,8 +49,12 @@ def select(pattern: str | None) -> list[Scenario]:
     return [s for s in SCENARIOS if regex.search(s.name)]
 
 
-def _run_action(deployment: Deployment, action: Action) -> ActionResult:
-    raw = probe_in_pod(deployment, action.dest, action.port, action.protocol)
+Prober = Callable[[Deployment, str, int, str], dict[str, Any]]
+"""Probes from the client pod: (deployment, dest, port, protocol) -> the probe's JSON result."""
+
+
+def _run_action(deployment: Deployment, action: Action, probe: Prober) -> ActionResult:
+    raw = probe(deployment, action.dest, action.port, action.protocol)
     answer = raw.get("answer")
     reason = raw.get("reason")
     ok = bool(raw.get("ok")) and answer == action.expect
@@ -67,25 +71,36 @@ def _run_action(deployment: Deployment, action: Action) -> ActionResult:
     )
 
 
+def run_scenarios(
+    deployment: Deployment,
+    scenarios: list[Scenario],
+    probe: Prober,
+    on_result: Callable[[ScenarioResult], None],
+) -> list[ScenarioResult]:
+    """Run each scenario's probes against a deployment, reporting each result as it completes.
+    A scenario with no action here is skipped; `requires` is reported only on failure."""
+    results = []
+    for scenario in scenarios:
+        actions = scenario.actions(deployment)
+        result = ScenarioResult(scenario.name, scenario.description, "skipped")
+        if actions:
+            result.actions = [_run_action(deployment, a, probe) for a in actions]
+            ok = all(a.ok for a in result.actions)
+            result.status = "passed" if ok else "failed"
+            result.requires = None if ok else scenario.requires
+        on_result(result)
+        results.append(result)
+    return results
+
+
 def run(
     lab: LabRecord,
     scenarios: list[Scenario],
     on_result: Callable[[ScenarioResult], None] = lambda _r: None,
 ) -> list[ScenarioResult]:
-    """Deploy, run each scenario's probes, report each result as it completes."""
+    """Deploy into the lab, run the scenarios from inside the client pod, stop the listeners."""
     deployment = deploy(lab)
-    results = []
     try:
-        for scenario in scenarios:
-            actions = scenario.actions(deployment)
-            result = ScenarioResult(scenario.name, scenario.description, "skipped")
-            if actions:
-                result.actions = [_run_action(deployment, a) for a in actions]
-                ok = all(a.ok for a in result.actions)
-                result.status = "passed" if ok else "failed"
-                result.requires = None if ok else scenario.requires
-            on_result(result)
-            results.append(result)
+        return run_scenarios(deployment, scenarios, probe_in_pod, on_result)
     finally:
         deployment.stop()
-    return results
