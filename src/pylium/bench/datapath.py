@@ -190,7 +190,7 @@ def render_text(report: Report) -> str:
     ]
     for prog, by_test in report.costs.items():
         cells = "".join(f"{by_test[t].ns_per_run:7.0f} ns x{by_test[t].runs:<10d}" for t in TESTS)
-        lines.append(f"{prog:26}{cells}")
+        lines.append(f"{prog:26}{cells}".rstrip())
     lines.append(
         f"packets forwarded by the programs (pylium_metrics): {report.forwarded['egress']}"
         f" egress, {report.forwarded['ingress']} ingress"
