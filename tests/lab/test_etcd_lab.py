@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pylium.lab import etcdkeys
 from pylium.store import open_store
 from tests.lab.conftest import (
     answering,
@@ -93,3 +94,18 @@ def test_etcd_lab_runs_pods_across_nodes_and_down_clears_its_keys(etcd: EtcdServ
     assert asyncio.run(_count(lab_url, kinds)) == dict.fromkeys(kinds, 0)
     assert asyncio.run(_count(etcd.url("/bystander"), ("Namespace",))) == {"Namespace": 1}
     assert not Path(f"/var/run/pylium/labs/{lab}").exists()
+
+
+def test_down_removes_the_lab_even_when_etcd_is_gone(etcd: EtcdServer) -> None:
+    lab = unique_lab()
+    try:
+        pylium("lab", "up", "--name", lab, "--store", etcd.url())
+        etcd.stop()
+        down = pylium("lab", "down", "--name", lab)
+        assert "they stay in etcd" in down.stderr
+        assert leftovers(lab) == {}
+    finally:
+        if etcd.proc is None:
+            etcd.start()
+        pylium("lab", "down", "--name", lab, "--force", check=False)
+    assert asyncio.run(etcdkeys.clear(f"{etcd.url()}/{lab}")) > 0  # what down had to leave

@@ -83,7 +83,10 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
         netns.delete(ns)
     if rec is not None and rec.store.startswith("etcd://"):
         progress(f"clearing the lab's keys in {rec.store}")
-        asyncio.run(etcdkeys.clear(rec.store))
+        try:
+            asyncio.run(etcdkeys.clear(rec.store))
+        except Exception as e:  # etcd gone: the rest of the lab must still go
+            progress(f"could not clear the lab's keys ({e}); they stay in etcd")
     for node in sorted(nodes):
         for path in (paths.node_dir(node), paths.bpffs_node_dir(node)):
             _rmtree(path)

@@ -7,6 +7,9 @@ import aetcd
 
 from pylium.store.etcd import grpc_target, parse_url
 
+CLEAR_TIMEOUT = 5.0
+"""Seconds to wait for etcd: `lab down` must not hang on an etcd that is gone."""
+
 
 async def clear(store_url: str) -> int:
     """Delete every key under the store URL's root; returns how many went.
@@ -18,6 +21,6 @@ async def clear(store_url: str) -> int:
     if not root:
         raise ValueError(f"{store_url}: no key root; refusing to clear the whole etcd")
     host, _, port = grpc_target(endpoints).rpartition(":")
-    async with aetcd.Client(host, int(port)) as client:
+    async with aetcd.Client(host, int(port), timeout=CLEAR_TIMEOUT) as client:
         deleted = await client.delete_prefix(f"{root}/".encode())
     return int(deleted.deleted)
