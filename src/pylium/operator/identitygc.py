@@ -20,12 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pylium.identity import LabelFilter, pod_labels
+from pylium.identity.model import KIND, SECURITY_LABELS
 from pylium.store import NotFound, Object, Store
 
 log = logging.getLogger(__name__)
-
-KIND = "CiliumIdentity"
-SECURITY_LABELS = "security-labels"
 
 LabelSet = frozenset[tuple[str, str]]
 """An identity's labels as (`source:key`, value) pairs."""
@@ -42,13 +41,16 @@ def label_set(security_labels: Mapping[str, Any]) -> LabelSet:
     return frozenset((str(k), str(v)) for k, v in security_labels.items())
 
 
-def default_pod_labels(pod: Object, namespace: Object | None) -> Mapping[str, str]:
-    """A pod's identity labels as the identity allocator computes them (all derived labels,
-    then Cilium's identity-relevant label filter)."""
-    from pylium.identity.filter import LabelFilter
-    from pylium.identity.labels import pod_labels
+class PodIdentityLabels:
+    """A pod's identity labels as the agents compute them: every derived label, then the
+    identity-relevant label filter (Cilium's default rules)."""
 
-    return LabelFilter().identity_labels(pod_labels(pod, namespace)).to_map()
+    def __init__(self) -> None:
+        self._filter = LabelFilter()
+
+    def __call__(self, pod: Object, namespace: Object | None) -> Mapping[str, str]:
+        """The pod's labels as `security-labels`."""
+        return self._filter.identity_labels(pod_labels(pod, namespace)).to_map()
 
 
 class PodsInUse:
@@ -56,12 +58,12 @@ class PodsInUse:
 
     Args:
         store: the cluster store.
-        pod_labels: how a pod's identity labels are computed.
+        labels_of: how a pod's identity labels are computed (default: `PodIdentityLabels`).
     """
 
-    def __init__(self, store: Store, pod_labels: PodLabels = default_pod_labels) -> None:
+    def __init__(self, store: Store, labels_of: PodLabels | None = None) -> None:
         self._store = store
-        self._pod_labels = pod_labels
+        self._pod_labels = labels_of or PodIdentityLabels()
 
     async def __call__(self) -> set[LabelSet]:
         """The label sets of every pod now."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pylium.operator.identitygc import IdentityGC, LabelSet, PodsInUse, default_pod_labels
+from pylium.operator.identitygc import IdentityGC, LabelSet, PodIdentityLabels, PodsInUse
 from pylium.store import Object
 from pylium.store.sqlite import SqliteStore
 
@@ -50,7 +50,7 @@ async def test_deletes_only_unreferenced_after_grace(store):
     unreferenced for the whole grace period, not before."""
     web = pod("web-1", {"app": "web"})
     await store.create(web)
-    await store.create(identity(300, dict(default_pod_labels(web, None))))
+    await store.create(identity(300, dict(PodIdentityLabels()(web, None))))
     await store.create(identity(301, {"k8s:app": "gone", "k8s:io.kubernetes.pod.namespace": "x"}))
     now = [100.0]
     gc = IdentityGC(store, PodsInUse(store), grace=60, clock=lambda: now[0])
@@ -100,7 +100,7 @@ async def test_pod_identity_labels_use_namespace_labels(store):
     api = pod("api-1", {"app": "api"}, namespace="prod")
     await store.create(api)
     ns = await store.get("Namespace", "", "prod")
-    current = dict(default_pod_labels(api, ns))
+    current = dict(PodIdentityLabels()(api, ns))
     assert current["k8s:io.cilium.k8s.namespace.labels.team"] == "a"
     stale = {**current, "k8s:io.cilium.k8s.namespace.labels.team": "b"}
     await store.create(identity(500, current))
