@@ -4,7 +4,8 @@ Groups, as Cilium's:
 
 - Infrastructure reaches outside the process and is what tests fake: the cluster store, netlink
   and the REST server.
-- ControlPlane is pure bookkeeping over protocols (no pyroute2, no libbpf): IPAM and endpoints.
+- ControlPlane is pure bookkeeping over protocols (no pyroute2, no libbpf): IPAM, endpoints
+  and the flow observer (Hubble's model over the datapath's event ring buffer).
 - Datapath is what programs the kernel: the node set-up (netlink) and the endpoint datapath
   (BPF programs, maps and tcx links, `datapath.reconciler.BpfDatapath`), faked in unit tests.
 
@@ -23,9 +24,13 @@ from pylium import paths
 from pylium.agent.ciliumnode import IpamStatusPublisher, wait_for_pod_cidr
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
+from pylium.datapath.lxc import MAP_EVENTS
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.endpoint import EndpointManager, EndpointParams
+from pylium.hubble.endpoints import EndpointsLookup
+from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
+from pylium.hubble.parser import FlowParser
 from pylium.ipam import ClusterPoolAllocator
 from pylium.store import Store, open_store
 
@@ -60,8 +65,10 @@ class Agent:
         store: Store | None = None,
         netlink: Netlink | None = None,
         datapath: Datapath | None = None,
+        open_events: OpenReader = PinnedRingBuffer,
     ) -> None:
-        """`store`, `netlink` and `datapath` default to the real ones; tests pass fakes."""
+        """`store`, `netlink`, `datapath` and the event reader (`open_events`) default to the
+        real ones; tests pass fakes."""
         if not params.node:
             raise ValueError("node name must not be empty")
         self.params = params
@@ -80,6 +87,8 @@ class Agent:
         self._publisher: IpamStatusPublisher | None = None
         self._endpoints: EndpointManager | None = None
         self._datapath_started = False
+        self._open_events = open_events
+        self._observer: Observer | None = None
 
     @property
     def store(self) -> Store:
@@ -124,14 +133,24 @@ class Agent:
         await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
-        self.backend.datapath = self._datapath
+        lookup = EndpointsLookup(self._endpoints.endpoints, str(ipam.router_ip), str(cidr))
+        self._observer = Observer(
+            ObserverParams(events_pin=p.bpf_dir / MAP_EVENTS),
+            FlowParser(lookup, p.node),
+            self._open_events,
+        )
+        await self._observer.start()
+        self.backend.datapath, self.backend.observer = self._datapath, self._observer
         self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
         log.info("agent of node %s ready", p.node)
 
     async def stop(self) -> None:
         """Stop serving, then every component in reverse order."""
         self.backend.ipam = self.backend.endpoints = self.backend.datapath = None
+        self.backend.observer = None
         await self._rest.stop()
+        if self._observer is not None:
+            await self._observer.stop()
         if self._publisher is not None:
             await self._publisher.stop()
         if self._endpoints is not None:

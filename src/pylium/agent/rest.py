@@ -29,6 +29,8 @@ from pylium.endpoint import (
     NetnsMissing,
 )
 from pylium.endpoint.ids import IdsExhausted
+from pylium.hubble.observer import Observer
+from pylium.hubble.rest import add_routes as add_flow_routes
 from pylium.ipam import ClusterPoolAllocator, NotInPool, PoolExhausted, parse_ipv4
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class ApiBackend:
     ipam: ClusterPoolAllocator | None = None
     endpoints: EndpointManager | None = None
     datapath: Datapath | None = None
+    observer: Observer | None = None
 
     def ready(self) -> tuple[ClusterPoolAllocator, EndpointManager]:
         """The live components, or a 503 'try again later' while the agent starts."""
@@ -174,6 +177,7 @@ class Api:
         app.router.add_post(r"/v1/endpoints/{id:\d+}/check", self.check_endpoint)
         app.router.add_get("/v1/datapath/metrics", self.datapath_metrics)
         app.router.add_get("/v1/datapath/conntrack", self.datapath_conntrack)
+        add_flow_routes(app, lambda: self._b.observer)  # /v1/flows (hubble/rest.py)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -112,6 +112,9 @@ def test_pods_talk_through_the_programs_and_counters_and_conntrack_move(node, po
         ("ingress", a["ipv4"], b["ipv4"], 8080),
         ("egress", a["ipv4"], ROUTER, 8080),
     } <= flows
+    # the agent's flow observer read the same traffic from the pinned event ring buffer
+    seen = json.dumps(wait_for(lambda: node.client._call("GET", "/v1/flows"), timeout=5))
+    assert a["ipv4"] in seen and b["ipv4"] in seen
 
 
 SPOOF = """

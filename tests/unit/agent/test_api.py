@@ -18,6 +18,7 @@ from pylium.agent.client import AgentClient, AgentError, AgentUnreachable, _Unix
 from pylium.store import Store, open_store
 from tests.support import eventually
 from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
+from tests.unit.hubble.test_observer import FakeReader
 
 T = TypeVar("T")
 POD = "/var/run/netns/pod-a"
@@ -55,8 +56,14 @@ class Harness:
             store=store,
             netlink=self.nl,
             datapath=self.dp,
+            open_events=self.open_events,
         )
+        self.readers: list[FakeReader] = []
         self.client = AgentClient(root / "agent.sock", timeout=5)
+
+    def open_events(self, pin: Path, callback) -> FakeReader:
+        self.readers.append(FakeReader(pin, callback))
+        return self.readers[-1]
 
     async def call(self, fn: Callable[..., T], *args, **kw) -> T:
         """Run a blocking client call off the loop that serves it."""
@@ -213,9 +220,16 @@ async def test_datapath_routes(ready):
     assert ready.dp.rows == {}
 
 
-async def test_stop_stops_the_datapath(ready):
+async def test_stop_stops_the_datapath_and_the_observer(ready):
+    (reader,) = ready.readers
     await ready.agent.stop()
-    assert ready.dp.node is None
+    assert ready.dp.node is None and reader.closed
+
+
+async def test_flows_are_served_from_the_pinned_event_ring(ready):
+    (reader,) = ready.readers
+    assert reader.pin == ready.root / "bpf" / "pylium_events"
+    assert await ready.call(ready.client._call, "GET", "/v1/flows") == []
 
 
 def raw_put(sock: Path, body: bytes) -> tuple[int, dict]:
