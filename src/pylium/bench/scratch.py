@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,11 +129,13 @@ class ScratchNode:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def close(self) -> None:
-        """Stop the agent and delete the netns (idempotent)."""
+        """Stop the agent, delete the netns and the agent's BPF pins (idempotent)."""
         self.stop_agent()
         if self._netns_made:
             netns_del(self.netns)
             self._netns_made = False
+        # the agent pins its maps and links per node; removing them frees them
+        shutil.rmtree(paths.bpffs_node_dir(self.node), ignore_errors=True)
 
     async def _write_cilium_node(self) -> None:
         store = open_store(self.store_url)
