@@ -322,3 +322,22 @@ def test_stop_and_removing_the_pin_dir_detach_everything(node, pods):
     subprocess.run(["rm", "-r", str(node.bpf_dir)], check=True)
     assert not Path(node.bpf_dir).exists()
     wait_for(lambda: programs_on(node, a["hostIfindex"]) == [], timeout=10)
+
+
+def test_a_lost_link_pin_is_named_by_check_and_reattached_at_restart(node, pods):
+    a_ns, b_ns = new_pod(pods), new_pod(pods)
+    a = node.client.create_endpoint("ca", "eth0", a_ns)
+    b = node.client.create_endpoint("cb", "eth0", b_ns)
+    lost = node.bpf_dir / "links" / f"{a['hostIfname']}_ingress"
+    old_id = link_state(node, a)[lost.name][0]
+    lost.unlink()  # the kernel detaches the program once the last reference is gone
+    wait_for(lambda: len(programs_on(node, a["hostIfindex"])) == 1, timeout=10)
+    with pytest.raises(Exception, match=f"from_container on ingress of {a['hostIfname']}"):
+        node.client.check_endpoint(a["id"])
+
+    node.stop()
+    node.start()
+    assert link_state(node, a)[lost.name][0] != old_id
+    assert len(programs_on(node, a["hostIfindex"])) == 2
+    assert node.client.check_endpoint(a["id"])["id"] == a["id"]
+    assert tcp_exchange(b_ns, a_ns, b["ipv4"]) == a["ipv4"]
