@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pylium.api.cilium import CiliumIdentity, CiliumNode
+from pylium.api.ciliumpolicy import CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy
 from pylium.api.core import Namespace, Node, Pod, Resource, Service
 from pylium.api.errors import UnknownKind
 from pylium.api.networking import NetworkPolicy
@@ -46,6 +47,22 @@ KINDS: tuple[KindInfo, ...] = (
         ("ciliumid", "identities", "identity"),
         False,
         CiliumIdentity,
+    ),
+    KindInfo(
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        "ciliumnetworkpolicies",
+        ("cnp", "ciliumnp"),
+        True,
+        CiliumNetworkPolicy,
+    ),
+    KindInfo(
+        "cilium.io/v2",
+        "CiliumClusterwideNetworkPolicy",
+        "ciliumclusterwidenetworkpolicies",
+        ("ccnp",),
+        False,
+        CiliumClusterwideNetworkPolicy,
     ),
 )
 

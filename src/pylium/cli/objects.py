@@ -117,11 +117,17 @@ def get_cmd(
     store_url: str | None,
 ) -> None:
     """Show objects: RESOURCE is e.g. pods (po), services (svc), namespaces (ns), nodes (no),
-    networkpolicies (netpol), ciliumnodes (cn); NAMES picks objects."""
+    networkpolicies (netpol), ciliumnodes (cn), policies (every policy kind); NAMES picks
+    objects."""
     from pylium.api import UnknownKind, resolve_resource
     from pylium.cli.printers import columns_for
     from pylium.store import NotFound
 
+    if resource in ("policies", "policy") and not names:  # every policy kind, with selections
+        from pylium.cli.policy import get_policies
+
+        get_policies(ctx, None if all_namespaces else namespace, output, store_url)
+        return
     try:
         info = resolve_resource(resource)
     except UnknownKind as exc:

@@ -165,6 +165,15 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
 }
 
 
+POLICY_COLUMNS = [
+    Column("NAME", lambda r: str(r["name"])),
+    Column("KIND", lambda r: str(r["kind"])),
+    Column("SELECTS", lambda r: f"{len(r['selects'])} endpoints"),
+]
+"""`pylium get policies`: rows are {name, kind, namespace, selects: [endpoint keys]}
+(cli/policy.py computes the selections)."""
+
+
 def columns_for(kind: str, wide: bool) -> list[Column]:
     """The columns of a kind's table (NAME and AGE for kinds without their own)."""
     default, extra = COLUMNS.get(kind, ([NAME, AGE], []))

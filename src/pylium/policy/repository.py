@@ -1,0 +1,298 @@
+"""The policy repository: namespaces, pods and policies in; per-endpoint policies out.
+
+It mirrors what the agent learns from the store. Pods and namespaces give endpoints their
+identities (Cilium's pod labels through the identity label filter); each identity that appears
+or vanishes goes through the selector cache, which updates its selections incrementally.
+Policies become rules; their CIDR peers get node-local CIDR identities. After each change the
+endpoints' policies are recomputed and subscribers hear which endpoints' policies changed:
+the datapath step's reconciler job writes those into the endpoints' policy maps.
+
+Identity numbers come from a `Numbering`: in the agent, the identity allocator (its cache
+knows cluster-wide ids; CIDR labels give node-local ids); here `IdentityNumbers`, seeded with
+the store's CiliumIdentity objects (the CLI) or empty (the pure model).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pylium.identity.filter import LabelFilter
+from pylium.identity.labels import SOURCE_CIDR, Label, Labels, pod_labels
+from pylium.identity.numeric import (
+    IDENTITY_UNKNOWN,
+    MIN_CLUSTER_IDENTITY,
+    MIN_LOCAL_IDENTITY,
+    RESERVED_NAMES,
+    reserved_identity,
+    reserved_labels,
+)
+from pylium.policy.compute import EndpointPolicy, NamedPorts, PolicyConfig, compute
+from pylium.policy.rules import KINDS, PolicyRef, Rule, policy_ref, rules_of
+from pylium.policy.selector import Address, CIDRSelector, Selector
+from pylium.policy.selectorcache import SelectorCache
+
+Object = Mapping[str, Any]
+
+
+class Numbering(Protocol):
+    """Where identity numbers come from."""
+
+    def number(self, labels: Labels) -> int:
+        """The identity of a label set (reserved, cluster-wide, or node-local for `cidr:`)."""
+        ...
+
+
+class IdentityNumbers:
+    """Numbers for label sets: reserved ids, known cluster-wide ids, else the next free one
+    (cluster-wide from 256, node-local CIDR ids from 1 << 24 | 1)."""
+
+    def __init__(self, known: Mapping[int, Labels] | None = None) -> None:
+        self._by_labels = {labels: number for number, labels in (known or {}).items()}
+        self._next_cluster = max([MIN_CLUSTER_IDENTITY - 1, *self._by_labels.values()]) + 1
+        self._next_local = MIN_LOCAL_IDENTITY
+
+    def number(self, labels: Labels) -> int:
+        """The identity of a label set, numbered on first sight."""
+        reserved = reserved_identity(labels)
+        if reserved is not None:
+            return reserved
+        found = self._by_labels.get(labels)
+        if found is None:
+            if labels.has_source(SOURCE_CIDR):
+                found, self._next_local = self._next_local, self._next_local + 1
+            else:
+                found, self._next_cluster = self._next_cluster, self._next_cluster + 1
+            self._by_labels[labels] = found
+        return found
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod as the policy engine sees it."""
+
+    key: str
+    """`namespace/name`."""
+    identity: int
+    labels: Labels
+    ips: frozenset[Address]
+    ports: NamedPorts
+
+
+Listener = Callable[[dict[str, EndpointPolicy]], None]
+
+
+class Repository:
+    """Policies and endpoints; computes each endpoint's policy.
+
+    Args:
+        config: enforcement mode and audit flag.
+        numbers: identity numbering (a fresh local one by default).
+        label_filter: which pod labels are identity-relevant.
+    """
+
+    def __init__(
+        self,
+        config: PolicyConfig | None = None,
+        numbers: Numbering | None = None,
+        label_filter: LabelFilter | None = None,
+    ) -> None:
+        self.config = config or PolicyConfig()
+        self.selectors = SelectorCache()
+        self._numbers: Numbering = numbers or IdentityNumbers()
+        self._filter = label_filter or LabelFilter()
+        self._namespaces: dict[str, Object] = {}
+        self._pods: dict[str, Object] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._policies: dict[PolicyRef, list[Rule]] = {}
+        self._cidr_refs: dict[Labels, int] = {}
+        self._computed: dict[str, EndpointPolicy] = {}
+        self._listeners: list[Listener] = []
+        self.revision = 0
+        for number in RESERVED_NAMES:
+            if number != IDENTITY_UNKNOWN:
+                self.selectors.upsert_identity(number, reserved_labels(number))
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def set_namespace(self, namespace: Object) -> None:
+        """Add or update a Namespace (its labels reach every pod of it)."""
+        self._namespaces[namespace["metadata"]["name"]] = namespace
+        self._refresh_pods(namespace["metadata"]["name"])
+
+    def delete_namespace(self, name: str) -> None:
+        """Remove a Namespace and, as the API server does, its pods and policies."""
+        self._namespaces.pop(name, None)
+        for key in [k for k in self._pods if k.startswith(name + "/")]:
+            self._pods.pop(key)
+        for ref in [r for r in self._policies if r.namespace == name]:
+            self._drop_rules(ref)
+        self._refresh_pods(name)
+
+    def set_pod(self, pod: Object) -> None:
+        """Add or update a Pod."""
+        meta = pod["metadata"]
+        key = f"{meta.get('namespace') or 'default'}/{meta['name']}"
+        self._pods[key] = pod
+        self._refresh_pods(key.partition("/")[0])
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Remove a Pod."""
+        self._pods.pop(f"{namespace}/{name}", None)
+        self._refresh_pods(namespace)
+
+    def set_policy(self, policy: Object) -> None:
+        """Add or replace a (validated) policy object."""
+        rules = rules_of(policy)
+        ref = policy_ref(policy)
+        self._drop_rules(ref)
+        self._policies[ref] = rules
+        for rule in rules:
+            for selector in rule.peers:
+                self._use_selector(selector)
+        self._recompute()
+
+    def delete_policy(self, kind: str, namespace: str, name: str) -> None:
+        """Remove a policy."""
+        self._drop_rules(PolicyRef(kind, namespace, name))
+        self._recompute()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with {endpoint key: new policy} whenever endpoint policies change
+        (a deleted endpoint is absent from `endpoints()` when it is called)."""
+        self._listeners.append(listener)
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every endpoint by `namespace/name`."""
+        return dict(self._endpoints)
+
+    def policy(self, key: str) -> EndpointPolicy:
+        """The computed policy of an endpoint (KeyError if unknown)."""
+        return self._computed[key]
+
+    def rules(self) -> dict[PolicyRef, list[Rule]]:
+        """The rules of every policy."""
+        return {ref: list(rules) for ref, rules in self._policies.items()}
+
+    def selected_endpoints(self, ref: PolicyRef) -> list[str]:
+        """Endpoints any rule of a policy applies to."""
+        rules = self._policies.get(ref, [])
+        return sorted(
+            k
+            for k, ep in self._endpoints.items()
+            if any(r.subject.matches(ep.labels) for r in rules)
+        )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _drop_rules(self, ref: PolicyRef) -> None:
+        for rule in self._policies.pop(ref, []):
+            for selector in rule.peers:
+                self._release_selector(selector)
+
+    def _use_selector(self, selector: Selector) -> None:
+        self.selectors.add_user(selector)
+        if isinstance(selector, CIDRSelector):
+            labels = _cidr_labels(selector)
+            self._cidr_refs[labels] = self._cidr_refs.get(labels, 0) + 1
+            if self._cidr_refs[labels] == 1:
+                self.selectors.upsert_identity(self._numbers.number(labels), labels)
+
+    def _release_selector(self, selector: Selector) -> None:
+        self.selectors.remove_user(selector)
+        if isinstance(selector, CIDRSelector):
+            labels = _cidr_labels(selector)
+            self._cidr_refs[labels] -= 1
+            if not self._cidr_refs[labels]:
+                del self._cidr_refs[labels]
+                self.selectors.remove_identity(self._numbers.number(labels))
+
+    def _refresh_pods(self, namespace: str) -> None:
+        """Re-derive the endpoints of one namespace and push identity changes."""
+        before = {ep.identity for ep in self._endpoints.values()}
+        for key in [k for k in self._endpoints if k.startswith(namespace + "/")]:
+            del self._endpoints[key]
+        ns_obj = self._namespaces.get(namespace)
+        for key, pod in self._pods.items():
+            if key.startswith(namespace + "/"):
+                self._endpoints[key] = self._endpoint(key, pod, ns_obj)
+        by_identity: dict[int, tuple[Labels, set[Address]]] = {}
+        for ep in self._endpoints.values():
+            by_identity.setdefault(ep.identity, (ep.labels, set()))[1].update(ep.ips)
+        for number in before - by_identity.keys():
+            self.selectors.remove_identity(number)
+        for number, (labels, ips) in by_identity.items():
+            self.selectors.upsert_identity(number, labels, ips)
+        self._recompute()
+
+    def _endpoint(self, key: str, pod: Object, namespace: Object | None) -> Endpoint:
+        labels = self._filter.identity_labels(pod_labels(pod, namespace))
+        status = pod.get("status") or {}
+        texts = [p["ip"] for p in status.get("podIPs") or []] or (
+            [status["podIP"]] if status.get("podIP") else []
+        )
+        ports: dict[str, set[tuple[str, int]]] = {}
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            for p in container.get("ports") or []:
+                if p.get("name"):
+                    ports.setdefault(p["name"], set()).add(
+                        (p.get("protocol") or "TCP", p["containerPort"])
+                    )
+        return Endpoint(
+            key,
+            self._numbers.number(labels),
+            labels,
+            frozenset(ipaddress.ip_address(t) for t in texts),
+            {name: frozenset(v) for name, v in ports.items()},
+        )
+
+    def _recompute(self) -> None:
+        self.revision += 1
+        rules = [r for rules in self._policies.values() for r in rules]
+        cluster_ports: dict[str, frozenset[tuple[str, int]]] = {}
+        for ep in self._endpoints.values():
+            for name, pairs in ep.ports.items():
+                cluster_ports[name] = cluster_ports.get(name, frozenset()) | pairs
+        changed: dict[str, EndpointPolicy] = {}
+        for key, ep in self._endpoints.items():
+            policy = compute(
+                ep.identity,
+                ep.labels,
+                rules,
+                self._select,
+                ep.ports,
+                cluster_ports,
+                self.config,
+            )
+            if self._computed.get(key) != policy:
+                changed[key] = policy
+        for key in [k for k in self._computed if k not in self._endpoints]:
+            del self._computed[key]
+        self._computed.update(changed)
+        if changed:
+            for listener in self._listeners:
+                listener(changed)
+
+    def _select(self, selectors: tuple[Selector, ...]) -> frozenset[int]:
+        return self.selectors.selections(selectors)
+
+
+def _cidr_labels(selector: CIDRSelector) -> Labels:
+    return Labels([Label(SOURCE_CIDR, str(selector.prefix))])
+
+
+def load(repo: Repository, objects: Iterable[Object]) -> None:
+    """Feed store objects (Namespaces, Pods, policies) into a repository, namespaces first."""
+    objects = list(objects)
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            repo.set_namespace(obj)
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            repo.set_pod(obj)
+        elif obj["kind"] in KINDS:
+            repo.set_policy(obj)

@@ -1,0 +1,187 @@
+"""Selectors over identities: label selectors (Kubernetes and Cilium shapes) and CIDR selectors.
+
+A selector is a frozen, hashable value, so the selector cache keys on it and two policies that
+select the same peers share one cache entry. Label keys are source-qualified: `k8s:pod`
+matches only `k8s` labels, `any:pod` matches the key under any source (Cilium's default for
+keys written without a source).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+from pylium.identity.labels import (
+    NAMESPACE_LABELS_PREFIX,
+    POD_NAMESPACE_LABEL,
+    SOURCE_CIDR,
+    SOURCE_K8S,
+    Labels,
+)
+
+SOURCE_ANY = "any"
+
+Network = IPv4Network | IPv6Network
+Address = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, order=True)
+class Requirement:
+    """`key operator values`; `key` is `source:name`."""
+
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Labels) -> bool:
+        """Whether the labels satisfy the requirement (NotIn holds when the key is absent)."""
+        source, _, name = self.key.partition(":")
+        found = [
+            label.value
+            for label in labels
+            if label.key == name and source in (SOURCE_ANY, label.source)
+        ]
+        if self.operator == "In":
+            return any(v in self.values for v in found)
+        if self.operator == "NotIn":
+            return not any(v in self.values for v in found)
+        if self.operator == "Exists":
+            return bool(found)
+        return not found
+
+    def __str__(self) -> str:
+        if self.operator in ("Exists", "DoesNotExist"):
+            return f"{'!' if self.operator == 'DoesNotExist' else ''}{self.key}"
+        if self.operator == "In" and len(self.values) == 1:
+            return f"{self.key}={next(iter(self.values))}"
+        op = "in" if self.operator == "In" else "notin"
+        return f"{self.key} {op} ({','.join(sorted(self.values))})"
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """All requirements must hold; no requirement selects every identity."""
+
+    requirements: frozenset[Requirement] = frozenset()
+
+    def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
+        """Whether an identity with these labels is selected (`ips` are not looked at)."""
+        return all(r.matches(labels) for r in self.requirements)
+
+    @property
+    def is_wildcard(self) -> bool:
+        """Selects every identity (the policy map's identity 0)."""
+        return not self.requirements
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(str(r) for r in sorted(self.requirements)) + "}"
+
+
+@dataclass(frozen=True)
+class CIDRSelector:
+    """Identities of addresses inside `prefix`: CIDR identities (`cidr:` labels) of a prefix
+    within it, and endpoint identities whose every known address lies within it. An identity
+    shared by pods on both sides of the boundary is left out, so an `except` is never opened."""
+
+    prefix: Network
+    world: bool = field(default=False)
+    """The prefix covers the whole address space: it also selects `reserved:world`."""
+
+    def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
+        """Whether the identity's CIDR label or all of its addresses are in the prefix."""
+        for label in labels:
+            if label.source == SOURCE_CIDR:
+                net = ipaddress.ip_network(label.key, strict=False)
+                return net.version == self.prefix.version and net.subnet_of(self.prefix)  # type: ignore[arg-type]
+            if self.world and label.source == "reserved" and label.key.startswith("world"):
+                return True
+        return bool(ips) and all(ip in self.prefix for ip in ips)
+
+    @property
+    def is_wildcard(self) -> bool:
+        """Never: a CIDR selects identities one by one."""
+        return False
+
+    def __str__(self) -> str:
+        return f"cidr:{self.prefix}"
+
+
+Selector = LabelSelector | CIDRSelector
+
+
+def requirements_from(
+    selector: Mapping[str, Any] | None, *, default_source: str, key_prefix: str = ""
+) -> frozenset[Requirement]:
+    """Requirements of a `{matchLabels, matchExpressions}` selector.
+
+    Args:
+        selector: the selector as stored (None = select all).
+        default_source: the source of keys that name none (`k8s` for Kubernetes selectors,
+            `any` for Cilium's).
+        key_prefix: put before each key (namespace selectors match the pod's
+            `io.cilium.k8s.namespace.labels.<key>` labels).
+    """
+    selector = selector or {}
+
+    def key(k: str) -> str:
+        source, sep, name = k.partition(":")
+        if not sep or default_source == SOURCE_K8S:
+            source, name = default_source, k
+        return f"{source}:{key_prefix}{name}"
+
+    out = [
+        Requirement(key(k), "In", frozenset([v]))
+        for k, v in (selector.get("matchLabels") or {}).items()
+    ]
+    out += [
+        Requirement(key(e["key"]), e["operator"], frozenset(e.get("values") or ()))
+        for e in selector.get("matchExpressions") or []
+    ]
+    return frozenset(out)
+
+
+def in_namespace(namespace: str) -> Requirement:
+    """Pods of one namespace."""
+    return Requirement(f"{SOURCE_K8S}:{POD_NAMESPACE_LABEL}", "In", frozenset([namespace]))
+
+
+def any_pod() -> Requirement:
+    """Every pod (identities with a namespace), not reserved or CIDR identities."""
+    return Requirement(f"{SOURCE_K8S}:{POD_NAMESPACE_LABEL}", "Exists")
+
+
+def namespace_selector(selector: Mapping[str, Any] | None) -> frozenset[Requirement]:
+    """A Kubernetes namespaceSelector as requirements on the pod's namespace labels."""
+    reqs = requirements_from(
+        selector, default_source=SOURCE_K8S, key_prefix=NAMESPACE_LABELS_PREFIX
+    )
+    return reqs | {any_pod()}
+
+
+def names_namespace(reqs: frozenset[Requirement]) -> bool:
+    """Whether a Cilium selector already says which namespace (then a CNP does not add its
+    own namespace)."""
+    return any(r.key.partition(":")[2] == POD_NAMESPACE_LABEL for r in reqs)
+
+
+def cidr_selectors(cidr: str, excepts: list[str] | None = None) -> list[CIDRSelector]:
+    """The prefixes of `cidr` minus its `except` carve-outs, one selector each."""
+    base = ipaddress.ip_network(cidr, strict=False)
+    parts: list[Network] = [base]
+    for text in excepts or []:
+        cut = ipaddress.ip_network(text, strict=False)
+        next_parts: list[Network] = []
+        for part in parts:
+            if part.version == cut.version and cut.subnet_of(part):  # type: ignore[arg-type]
+                next_parts.extend(part.address_exclude(cut))  # type: ignore[arg-type]
+            elif not (part.version == cut.version and part.subnet_of(cut)):  # type: ignore[arg-type]
+                next_parts.append(part)
+        parts = next_parts
+    return [CIDRSelector(p, world=p.prefixlen == 0) for p in sorted(parts, key=_net_key)]
+
+
+def _net_key(net: Network) -> tuple[int, int, int]:
+    return (net.version, int(net.network_address), net.prefixlen)
