@@ -23,6 +23,8 @@ from pylium.policy.mapstate import (
     DROP_POLICY_DENY,
     PolicyEntry,
     PolicyKey,
+    encode_entry,
+    encode_key,
     port_range_prefixes,
 )
 from pylium.policy.rules import L4_ANY, PROTOCOLS, Direction, PortMatch, Rule
@@ -96,6 +98,18 @@ class EndpointPolicy:
                 "allowed", "allow", tuple(sorted(set().union(*(e.rules for e in hits))))
             )
         return self._drop("default-deny", self.isolated_by.get(direction, ()), DROP_POLICY_DENIED)
+
+    def map_rows(self, cookie: Callable[[frozenset[str]], int] | None = None) -> dict[bytes, bytes]:
+        """The endpoint's policy map as encoded key -> value: the desired state the datapath's
+        reconciler job updates and prunes the pinned map against.
+
+        Args:
+            cookie: numbers a set of rule labels for verdict events (0 for all if None).
+        """
+        return {
+            encode_key(k): encode_entry(k, e, cookie(e.rules) if cookie else 0)
+            for k, e in self.entries.items()
+        }
 
     def _drop(self, reason: str, rules: tuple[str, ...], code: int) -> Decision:
         return Decision("audit" if self.audit else "denied", reason, rules, code)

@@ -23,9 +23,14 @@ Encoding (`encode_key` / `encode_entry`, for the datapath step)::
         __be16 proxy_port;         // 0 (no L7 yet)
         __u8  deny:1, reserved:2, lpm_prefix_length:5;  // port prefix bits (0..16)
         __u8  auth_type;           // 0
-        __u32 pad;
+        __u32 cookie;              // names the deciding rules in verdict events (see below)
         __u64 packets, bytes;      // written by the datapath
     };
+
+Verdict events name the policy through the entry's cookie: the agent numbers each distinct set
+of rule labels (`PolicyEntry.rules`), the datapath copies the matched entry's cookie into its
+policy-verdict / drop event, and Hubble maps it back to `netpol:x/name spec.ingress[0]`
+(Cilium's `ingress_allowed_by` / `egress_denied_by`).
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ def encode_key(key: PolicyKey) -> bytes:
     )
 
 
-def encode_entry(key: PolicyKey, entry: PolicyEntry) -> bytes:
-    """The 24-byte `struct policy_entry` with zeroed counters."""
+def encode_entry(key: PolicyKey, entry: PolicyEntry, cookie: int = 0) -> bytes:
+    """The 24-byte `struct policy_entry` with zeroed counters and the rules' cookie."""
     flags = (1 if entry.deny else 0) | (key.port_prefix << 3)
-    return struct.pack(">H", 0) + struct.pack("<BBIQQ", flags, 0, 0, 0, 0)
+    return struct.pack(">H", 0) + struct.pack("<BBIQQ", flags, 0, cookie, 0, 0)

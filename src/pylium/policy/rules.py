@@ -159,7 +159,7 @@ def _k8s_rules(ref: PolicyRef, spec: Mapping[str, Any]) -> list[Rule]:
 def _k8s_peer(namespace: str, peer: Mapping[str, Any]) -> tuple[Selector, ...]:
     block = peer.get("ipBlock")
     if block is not None:
-        return tuple(cidr_selectors(block["cidr"], block.get("except")))
+        return tuple(cidr_selectors(block["cidr"], block.get("except"), pods=True))
     pods = requirements_from(peer.get("podSelector"), default_source=SOURCE_K8S)
     if peer.get("namespaceSelector") is not None:
         return (LabelSelector(pods | namespace_selector(peer["namespaceSelector"])),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
@@ -83,12 +83,16 @@ class LabelSelector:
 @dataclass(frozen=True)
 class CIDRSelector:
     """Identities of addresses inside `prefix`: CIDR identities (`cidr:` labels) of a prefix
-    within it, and endpoint identities whose every known address lies within it. An identity
-    shared by pods on both sides of the boundary is left out, so an `except` is never opened."""
+    within it and, with `pods`, endpoint identities whose every known address lies within it
+    (an identity shared by pods on both sides of the boundary is left out, so an `except` is
+    never opened)."""
 
     prefix: Network
-    world: bool = field(default=False)
+    world: bool = False
     """The prefix covers the whole address space: it also selects `reserved:world`."""
+    pods: bool = False
+    """Also select pods by address: Kubernetes ipBlock does; Cilium's own CIDR rules are for
+    peers that are not endpoints, so theirs do not."""
 
     def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
         """Whether the identity's CIDR label or all of its addresses are in the prefix."""
@@ -98,7 +102,7 @@ class CIDRSelector:
                 return net.version == self.prefix.version and net.subnet_of(self.prefix)  # type: ignore[arg-type]
             if self.world and label.source == "reserved" and label.key.startswith("world"):
                 return True
-        return bool(ips) and all(ip in self.prefix for ip in ips)
+        return self.pods and bool(ips) and all(ip in self.prefix for ip in ips)
 
     @property
     def is_wildcard(self) -> bool:
@@ -167,8 +171,11 @@ def names_namespace(reqs: frozenset[Requirement]) -> bool:
     return any(r.key.partition(":")[2] == POD_NAMESPACE_LABEL for r in reqs)
 
 
-def cidr_selectors(cidr: str, excepts: list[str] | None = None) -> list[CIDRSelector]:
-    """The prefixes of `cidr` minus its `except` carve-outs, one selector each."""
+def cidr_selectors(
+    cidr: str, excepts: list[str] | None = None, *, pods: bool = False
+) -> list[CIDRSelector]:
+    """The prefixes of `cidr` minus its `except` carve-outs, one selector each (`pods`: also
+    select pods by address)."""
     base = ipaddress.ip_network(cidr, strict=False)
     parts: list[Network] = [base]
     for text in excepts or []:
@@ -180,7 +187,7 @@ def cidr_selectors(cidr: str, excepts: list[str] | None = None) -> list[CIDRSele
             elif not (part.version == cut.version and part.subnet_of(cut)):  # type: ignore[arg-type]
                 next_parts.append(part)
         parts = next_parts
-    return [CIDRSelector(p, world=p.prefixlen == 0) for p in sorted(parts, key=_net_key)]
+    return [CIDRSelector(p, p.prefixlen == 0, pods) for p in sorted(parts, key=_net_key)]
 
 
 def _net_key(net: Network) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ from pylium.policy import (
     PolicyConfig,
     PolicyKey,
     Repository,
+    encode_key,
     trace,
 )
 from pylium.policy.selector import LabelSelector, Requirement
@@ -322,3 +323,46 @@ def test_selector_matching_rules() -> None:
     assert Requirement("k8s:tier", "NotIn", frozenset(["db"])).matches(labels)
     assert Requirement("k8s:tier", "DoesNotExist").matches(labels)
     assert not Requirement("k8s:app", "NotIn", frozenset(["web"])).matches(labels)
+
+
+def test_cilium_cidr_rules_leave_pods_to_endpoint_selectors() -> None:
+    """toCIDR covering the pod subnet selects no pod (Cilium); ipBlock does (Kubernetes)."""
+    m = model()
+    m.repo.set_policy(
+        cnp(
+            "cidr",
+            {
+                "endpointSelector": {"matchLabels": {"pod": "a"}},
+                "egress": [{"toCIDR": ["10.0.0.0/8"]}],
+            },
+        )
+    )
+    assert verdict(m, "x/a", "x/b") == "denied"
+    m.repo.set_policy(
+        validate(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "block", "namespace": "x"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"pod": "a"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+                },
+            }
+        )
+    )
+    assert trace(m.repo, "x/a", "x/b", 80, "TCP").egress.rules == ("netpol:x/block spec.egress[0]",)
+
+
+def test_map_rows_encode_every_entry() -> None:
+    """The datapath's desired map content: one encoded row per entry, deny bit set on denies."""
+    m = model()
+    m.repo.set_policy(
+        cnp("deny-all", {"endpointSelector": {}, "ingressDeny": [{"fromEntities": ["world"]}]})
+    )
+    policy = m.repo.policy("x/a")
+    rows = policy.map_rows()
+    assert len(rows) == len(policy.entries) > 0
+    world_key = encode_key(PolicyKey(Direction.INGRESS, IDENTITY_WORLD, 0))
+    assert rows[world_key][2] & 1 == 1
