@@ -9,7 +9,7 @@ APT_PACKAGES=(
   clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev libc6-dev gcc-multilib make
   iproute2 nftables iptables conntrack ethtool tcpdump procps psmisc util-linux
   etcd-server podman runc containernetworking-plugins busybox-static
-  iperf3 hyperfine
+  iperf3 hyperfine prometheus
 )
 
 missing=()
@@ -35,6 +35,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
   .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
   echo "$want" > "$stamp"
+fi
+
+# Hubble's gRPC API: Python modules + typed stubs generated from the .proto files (not committed).
+protos=src/pylium/hubble/proto
+if [ ! -f "$protos/observer_pb2_grpc.pyi" ] || [ -n "$(find "$protos" -name '*.proto' -newer "$protos/observer_pb2_grpc.pyi")" ]; then
+  .venv/bin/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src \
+    --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --mypy_out=src \
+    --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc --mypy_grpc_out=src "$protos"/*.proto
 fi
 
 # The eBPF datapath: compiled objects land in src/pylium/datapath/bpf/ (package data, not committed).

@@ -19,7 +19,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from pylium.hubble.flow import TCP, UDP, Endpoint, Flow, ICMPv4, TrafficDirection, Verdict
+from pylium.hubble.flow import (
+    TCP,
+    UDP,
+    DropReason,
+    Endpoint,
+    Flow,
+    ICMPv4,
+    IPVersion,
+    TrafficDirection,
+    Verdict,
+)
 
 DEFAULT_NAMESPACE = "default"
 
@@ -51,6 +61,16 @@ class FlowFilter:
     traffic_direction: tuple[TrafficDirection, ...] = ()
     reply: tuple[bool, ...] = ()
     node_name: tuple[str, ...] = ()
+    source_label: tuple[str, ...] = ()
+    """Label selectors (`k8s:app=web`, `app=web,tier!=db`, `!canary`): a comma-separated AND."""
+    destination_label: tuple[str, ...] = ()
+    ip_version: tuple[IPVersion, ...] = ()
+    drop_reason_desc: tuple[DropReason, ...] = ()
+    tcp_flags: tuple[frozenset[str], ...] = ()
+    """Each a set of flag names (`SYN`, `ACK`) that must all be set."""
+    unmatchable: tuple[str, ...] = ()
+    """Fields set in a Hubble filter that pylium's flows never carry: the filter matches
+    nothing (Hubble's answer for flows without that data)."""
 
     def matches(self, flow: Flow) -> bool:
         """True when every non-empty field has a value matching the flow."""
@@ -72,7 +92,14 @@ class FlowFilter:
             (self.traffic_direction, lambda v: v == flow.traffic_direction),
             (self.reply, lambda v: flow.is_reply is not None and v == flow.is_reply),
             (self.node_name, lambda v: _glob_prefix_matches(v, flow.node_name)),
+            (self.source_label, lambda v: _labels_match(v, flow.source.labels)),
+            (self.destination_label, lambda v: _labels_match(v, flow.destination.labels)),
+            (self.ip_version, lambda v: flow.IP is not None and v == flow.IP.ipVersion),
+            (self.drop_reason_desc, lambda v: v == flow.drop_reason_desc),
+            (self.tcp_flags, lambda v: _flags_match(v, flow)),
         )
+        if self.unmatchable:
+            return False
         return all(not values or any(match(v) for v in values) for values, match in checks)
 
     def add(self, **values: Iterable[Any]) -> FlowFilter:
@@ -84,12 +111,14 @@ class FlowFilter:
         out: dict[str, Any] = {}
         for f in fields(self):
             values = getattr(self, f.name)
-            if not values:
+            if not values or f.name == "unmatchable":
                 continue
             if f.name == "event_type":
                 out[f.name] = [{"type": v} for v in values]
             elif f.name in ("source_port", "destination_port"):
                 out[f.name] = [str(v) for v in values]
+            elif f.name == "tcp_flags":
+                out[f.name] = [dict.fromkeys(sorted(v), True) for v in values]
             else:
                 out[f.name] = [getattr(v, "name", v) for v in values]
         return out
@@ -132,6 +161,37 @@ def _protocol_matches(value: str, flow: Flow) -> bool:
     if isinstance(flow.l4, ICMPv4):
         return value in ("icmp", "icmpv4")
     return False
+
+
+def _flags_match(names: frozenset[str], flow: Flow) -> bool:
+    if not isinstance(flow.l4, TCP) or flow.l4.flags is None:
+        return False
+    return all(getattr(flow.l4.flags, name, False) for name in names)
+
+
+def _labels_match(selector: str, labels: tuple[str, ...]) -> bool:
+    """A Kubernetes-style equality selector over `source:key=value` labels; a requirement
+    without a source (`app=web`) matches any source."""
+    pairs: dict[str, str] = {}
+    for label in labels:
+        key, _, value = label.partition("=")
+        pairs[key] = value
+        pairs.setdefault(key.partition(":")[2] or key, value)
+    for req in (r.strip() for r in selector.split(",") if r.strip()):
+        if req.startswith("!"):
+            if req[1:] in pairs:
+                return False
+        elif "!=" in req:
+            key, value = req.split("!=", 1)
+            if pairs.get(key.strip()) == value.strip():
+                return False
+        elif "=" in req:
+            key, value = req.replace("==", "=").split("=", 1)
+            if pairs.get(key.strip()) != value.strip():
+                return False
+        elif req not in pairs:
+            return False
+    return True
 
 
 def _glob_prefix_matches(value: str, name: str) -> bool:
