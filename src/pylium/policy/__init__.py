@@ -8,6 +8,7 @@ policy-map entries, and the tracer behind `pylium policy trace`.
 - `compute`: an endpoint's policy (isolation, deny precedence, enforcement modes, audit).
 - `repository`: namespaces, pods and policies in; endpoint policies and change events out.
 - `trace`: the verdict of a connection and the rules that decided it.
+- `watcher`: the component that feeds a repository from the store (imported on its own).
 """
 
 from __future__ import annotations
