@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 from pylium.hubble.flow import Flow
@@ -87,6 +87,7 @@ class FlowRing:
         """Flows ever appended."""
         self.follower_lost = 0
         """Flows not delivered to slow followers, summed over all followers."""
+        self._listeners: list[Callable[[Flow], None]] = []
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -96,10 +97,18 @@ class FlowRing:
         """Followers currently subscribed."""
         return len(self._followers)
 
+    def add_listener(self, listener: Callable[[Flow], None]) -> None:
+        """Call `listener` with every flow appended from now on, synchronously (it must be
+        quick and must not raise: flow metrics count here, so they miss nothing)."""
+        self._listeners.append(listener)
+
     def append(self, flow: Flow) -> None:
-        """Keep `flow` (dropping the oldest when full) and offer it to every follower."""
+        """Keep `flow` (dropping the oldest when full), hand it to the listeners and offer it to
+        every follower."""
         self._flows.append(flow)
         self.seen += 1
+        for listener in self._listeners:
+            listener(flow)
         for follower in self._followers:
             if not follower.offer(flow):
                 self.follower_lost += 1
