@@ -37,6 +37,16 @@ def agent_socket(node: str) -> Path:
     return node_dir(node) / "agent.sock"
 
 
+def hubble_socket(node: str) -> Path:
+    """The Observer gRPC API (Hubble's) of a node's agent."""
+    return node_dir(node) / "hubble.sock"
+
+
+def relay_socket(lab: str) -> Path:
+    """The Observer gRPC API of the lab's relay (every node's flows)."""
+    return lab_dir(lab) / "hubble-relay.sock"
+
+
 def agent_state_dir(node: str) -> Path:
     """Endpoint and IPAM state a restarted agent reads back."""
     return node_dir(node) / "state"

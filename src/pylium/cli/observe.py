@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -47,6 +48,12 @@ DEFAULT_LAST = 20
 @click.option(
     "-o", "--output", type=click.Choice(["compact", "json"]), default="compact", show_default=True
 )
+@click.option(
+    "--server",
+    metavar="ADDR",
+    help="Read from a Hubble Observer gRPC API (a relay or one node): unix:///PATH or "
+    "HOST:PORT, instead of every agent's REST API.",
+)
 @click.pass_context
 def observe_cmd(
     ctx: click.Context,
@@ -67,6 +74,7 @@ def observe_cmd(
     types: tuple[str, ...],
     negated: tuple[str, ...],
     output: str,
+    server: str | None,
 ) -> None:
     """Show flows of every node of the lab, merged in time order.
 
@@ -98,10 +106,18 @@ def observe_cmd(
     except InvalidFilter as err:
         raise click.BadParameter(str(err)) from None
 
+    count = last if last is not None else (0 if follow else DEFAULT_LAST)
+    if server is not None:
+        try:
+            for resp in _grpc_flows(server, query, count, follow):
+                _print(resp, output)
+        except KeyboardInterrupt:
+            pass
+        return
+
     lab = load_lab(ctx)
     sources = [NodeSource(n.name, AgentClient(n.agentSocket, timeout=10)) for n in lab.nodes]
     url_params = query.to_params()
-    count = last if last is not None else (0 if follow else DEFAULT_LAST)
     shown, failures = history(sources, url_params, count)
     for failure in failures:
         click.echo(f"warning: node {failure.node}: {failure.error}", err=True)
@@ -116,6 +132,30 @@ def observe_cmd(
                 _print(resp, output)
         except KeyboardInterrupt:
             pass
+
+
+def _grpc_flows(
+    server: str, query: FlowQuery, count: int, follow: bool
+) -> Iterator[dict[str, object]]:
+    """GetFlows over gRPC, each response in Hubble's JSON form (as the REST API's lines)."""
+    import grpc
+
+    from pylium.hubble.convert import filter_to_proto, to_json
+    from pylium.hubble.proto import observer_pb2, observer_pb2_grpc
+
+    whitelist, blacklist = query.filters()
+    request = observer_pb2.GetFlowsRequest(
+        number=count,
+        follow=follow,
+        whitelist=[filter_to_proto(f) for f in whitelist],
+        blacklist=[filter_to_proto(f) for f in blacklist],
+    )
+    with grpc.insecure_channel(server) as channel:
+        try:
+            for resp in observer_pb2_grpc.ObserverStub(channel).GetFlows(request):
+                yield to_json(resp)
+        except grpc.RpcError as err:
+            raise click.ClickException(f"{server}: {err.details()}") from None
 
 
 def _negated(pairs: tuple[str, ...]) -> FlowQuery | None:
@@ -149,5 +189,8 @@ def _print(resp: dict[str, object], output: str) -> None:
         click.echo(compact(Flow.from_json(flow)))
     elif isinstance(lost := resp.get("lost_events"), dict):
         click.echo(f"EVENTS LOST: {lost.get('source')} {lost.get('num_events_lost')}", err=True)
+    elif isinstance(status := resp.get("node_status"), dict):
+        nodes = ", ".join(str(n) for n in status.get("node_names", []))
+        click.echo(f"warning: {status.get('state_change')}: {nodes}", err=True)
     elif isinstance(failed := resp.get("node_failure"), dict):
         click.echo(f"warning: node {failed.get('node')}: {failed.get('error')}", err=True)
