@@ -238,8 +238,8 @@ class GrpcParams:
     """Unix socket (`/var/run/pylium/<node>/hubble.sock`); None: none."""
     listen: str | None = None
     """TCP `host:port` (Hubble's `:4244`); None: unix socket only; port 0 picks one."""
-    grace: float = 1.0
-    """Seconds running calls get to end at stop."""
+    grace: float = 0.2
+    """Seconds running calls get to end at stop (follow streams never end by themselves)."""
 
 
 class GrpcServer:

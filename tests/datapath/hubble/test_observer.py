@@ -1,6 +1,7 @@
 """The observer on the real datapath: BPF's from-container runs crafted packets with
 BPF_PROG_TEST_RUN, its events cross the real ring buffer into an Observer reading it on the
-asyncio loop, and come out as enriched flows, also through GET /v1/flows."""
+asyncio loop, and come out as enriched flows, also through GET /v1/flows, the Observer gRPC API
+and the flow metrics."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 
 from pylium import paths
 from pylium.cli.main import cli
@@ -29,9 +32,12 @@ from pylium.hubble.flow import (
     TrafficDirection,
     Verdict,
 )
+from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams
 from pylium.hubble.parser import FlowParser
+from pylium.hubble.proto import flow_pb2, observer_pb2, observer_pb2_grpc
 from pylium.hubble.rest import add_routes
+from pylium.hubble.server import GrpcParams, hubble_server
 from pylium.lab.record import LabRecord, save
 from pylium.paths import BPFFS_ROOT
 from tests.datapath.bpf import packets as pk
@@ -257,3 +263,29 @@ async def test_that_pylium_observe_follows_new_flows_until_the_agent_stops(
     assert [json.loads(line)["flow"]["l4"] for line in lines] == [
         {"TCP": {"source_port": 40000, "destination_port": 443}}
     ]
+
+
+async def test_that_the_grpc_api_and_flow_metrics_see_the_datapaths_flows(objs, observer):
+    registry = CollectorRegistry()
+    FlowMetrics(registry).attach(observer)
+    server = hubble_server(GrpcParams(None, "127.0.0.1:0"), lambda: observer, "lab-node1")
+    await server.start()
+    try:
+        prog_run(objs.from_container, from_a(pk.udp(A_IP, B_IP, 5000, 53)))
+        prog_run(objs.from_container, from_a(pk.udp("10.244.1.66", B_IP, 5000, 53)))
+        await flows_seen(observer, 2)
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = observer_pb2_grpc.ObserverStub(channel)
+            request = observer_pb2.GetFlowsRequest(
+                whitelist=[flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED])]
+            )
+            (dropped,) = [r async for r in stub.GetFlows(request)]
+    finally:
+        await server.stop()
+    assert dropped.flow.drop_reason_desc == flow_pb2.INVALID_SOURCE_IP
+    assert dropped.flow.destination.pod_name == "server-1"
+    assert dropped.node_name == "lab-node1"
+    drops = registry.get_sample_value(
+        "hubble_drop_total", {"reason": "INVALID_SOURCE_IP", "protocol": "UDP"}
+    )
+    assert drops == 1
