@@ -76,3 +76,23 @@ class CiliumIdentity(Resource):
 
     metadata: IdentityMeta
     security_labels: dict[str, str] = Field(alias="security-labels")
+
+
+class IPPoolBlock(Model):
+    """A block of a CiliumLoadBalancerIPPool: a CIDR (start/stop ranges pass unchecked)."""
+
+    cidr: CIDR | None = None
+
+
+class LoadBalancerIPPoolSpec(Model):
+    """Where LB-IPAM takes LoadBalancer addresses from (`blocks`, or the older `cidrs`)."""
+
+    blocks: list[IPPoolBlock] | None = None
+    cidrs: list[IPPoolBlock] | None = None
+    disabled: bool | None = None
+
+
+class CiliumLoadBalancerIPPool(Resource):
+    """cilium.io/v2alpha1 CiliumLoadBalancerIPPool (cluster-scoped), read by LB-IPAM."""
+
+    spec: LoadBalancerIPPoolSpec

@@ -112,13 +112,44 @@ class Pod(Resource):
 
 
 class ServicePort(Model):
-    """A port a service exposes and the pod port it forwards to."""
+    """A port a service exposes and the pod port it forwards to (a number or a port name
+    resolved per pod)."""
 
     name: DNSLabel | None = None
     protocol: Protocol = "TCP"
     port: Port
     targetPort: IntOrPortName | None = None
     nodePort: Port | None = None
+
+
+class ClientIPConfig(Model):
+    """sessionAffinityConfig.clientIP: how long a client sticks to its backend."""
+
+    timeoutSeconds: int | None = None
+
+    @model_validator(mode="after")
+    def _timeout_in_range(self) -> ClientIPConfig:
+        t = self.timeoutSeconds
+        if t is not None and not 0 < t <= MAX_AFFINITY_TIMEOUT:
+            raise FieldIssue(
+                f"Invalid value: {t}: must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}",
+                ("timeoutSeconds",),
+            )
+        return self
+
+
+class SessionAffinityConfig(Model):
+    """Settings of sessionAffinity: ClientIP."""
+
+    clientIP: ClientIPConfig | None = None
+
+
+MAX_AFFINITY_TIMEOUT = 86400
+"""Kubernetes' upper bound of sessionAffinityConfig.clientIP.timeoutSeconds."""
+DEFAULT_AFFINITY_TIMEOUT = 10800
+"""Kubernetes' default affinity timeout (3 h)."""
+
+TrafficPolicy = Literal["Cluster", "Local"]
 
 
 class ServiceSpec(Model):
@@ -130,7 +161,14 @@ class ServiceSpec(Model):
     clusterIPs: list[str] | None = None
     ports: list[ServicePort] | None = None
     externalName: str | None = None
+    externalIPs: list[IPAddress] | None = None
+    loadBalancerIP: IPAddress | None = None
     sessionAffinity: Literal["None", "ClientIP"] | None = None
+    sessionAffinityConfig: SessionAffinityConfig | None = None
+    externalTrafficPolicy: TrafficPolicy | None = None
+    internalTrafficPolicy: TrafficPolicy | None = None
+    ipFamilies: list[Literal["IPv4"]] | None = None
+    ipFamilyPolicy: Literal["SingleStack"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
@@ -145,12 +183,22 @@ class ServiceSpec(Model):
                     raise FieldIssue(
                         f'Invalid value: "{ip}": must be a valid IP address, "None" or empty', field
                     ) from None
+        if self.clusterIP and self.clusterIPs and self.clusterIPs[0] != self.clusterIP:
+            raise FieldIssue(
+                f'Invalid value: "{self.clusterIPs[0]}": must match `clusterIP` when both are set',
+                ("clusterIPs", 0),
+            )
         ports = self.ports or []
         if self.type == "ExternalName":
             if not self.externalName:
                 raise FieldIssue("Required value", ("externalName",))
         elif not ports and self.clusterIP != "None":
             raise FieldIssue("Required value", ("ports",))
+        if self.clusterIP == "None" and self.type in ("NodePort", "LoadBalancer"):
+            raise FieldIssue(
+                f"Invalid value: \"None\": may not be set to 'None' for {self.type} services",
+                ("clusterIP",),
+            )
         if len(ports) > 1:
             for i, p in enumerate(ports):
                 if not p.name:
@@ -159,6 +207,13 @@ class ServiceSpec(Model):
                     )
         _unique([p.name for p in ports], "ports", "name")
         _unique([(p.port, p.protocol) for p in ports], "ports", "port")
+        _unique(
+            [(p.nodePort, p.protocol) if p.nodePort else None for p in ports], "ports", "nodePort"
+        )
+        external = self.externalIPs or []
+        for i, ip in enumerate(external):
+            if ip in external[:i]:
+                raise FieldIssue(f'Duplicate value: "{ip}"', ("externalIPs", i))
         if self.type not in ("NodePort", "LoadBalancer"):
             for i, p in enumerate(ports):
                 if p.nodePort is not None:
@@ -166,7 +221,36 @@ class ServiceSpec(Model):
                         f"Forbidden: may not be used when `type` is '{self.type}'",
                         ("ports", i, "nodePort"),
                     )
+            if self.externalTrafficPolicy is not None and not self.externalIPs:
+                raise FieldIssue(
+                    "Invalid value: may only be set for externally-accessible services",
+                    ("externalTrafficPolicy",),
+                )
+        if self.sessionAffinityConfig is not None and self.sessionAffinity != "ClientIP":
+            raise FieldIssue(
+                "Forbidden: must not be set when `sessionAffinity` is not 'ClientIP'",
+                ("sessionAffinityConfig",),
+            )
         return self
+
+
+class LoadBalancerIngress(Model):
+    """One address the load balancer answers on."""
+
+    ip: IPAddress | None = None
+    hostname: str | None = None
+
+
+class LoadBalancerStatus(Model):
+    """status.loadBalancer, written by LB-IPAM."""
+
+    ingress: list[LoadBalancerIngress] | None = None
+
+
+class ServiceStatus(Model):
+    """What controllers report about a service."""
+
+    loadBalancer: LoadBalancerStatus | None = None
 
 
 class Service(Resource):
@@ -174,6 +258,7 @@ class Service(Resource):
 
     metadata: LabelNameMeta
     spec: ServiceSpec
+    status: ServiceStatus | None = None
 
 
 class NodeAddress(Model):

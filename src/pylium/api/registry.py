@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pylium.api.cilium import CiliumIdentity, CiliumNode
+from pylium.api.cilium import CiliumIdentity, CiliumLoadBalancerIPPool, CiliumNode
 from pylium.api.ciliumpolicy import CiliumClusterwideNetworkPolicy, CiliumNetworkPolicy
 from pylium.api.core import Namespace, Node, Pod, Resource, Service
+from pylium.api.discovery import EndpointSlice
 from pylium.api.errors import UnknownKind
 from pylium.api.networking import NetworkPolicy
 
@@ -37,6 +38,9 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("v1", "Service", "services", ("svc",), True, Service),
     KindInfo("v1", "Node", "nodes", ("no",), False, Node),
     KindInfo(
+        "discovery.k8s.io/v1", "EndpointSlice", "endpointslices", ("eps",), True, EndpointSlice
+    ),
+    KindInfo(
         "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", ("netpol",), True, NetworkPolicy
     ),
     KindInfo("cilium.io/v2", "CiliumNode", "ciliumnodes", ("cn",), False, CiliumNode),
@@ -63,6 +67,14 @@ KINDS: tuple[KindInfo, ...] = (
         ("ccnp",),
         False,
         CiliumClusterwideNetworkPolicy,
+    ),
+    KindInfo(
+        "cilium.io/v2alpha1",
+        "CiliumLoadBalancerIPPool",
+        "ciliumloadbalancerippools",
+        ("ippools", "ippool", "lbippool"),
+        False,
+        CiliumLoadBalancerIPPool,
     ),
 )
 

@@ -1,0 +1,25 @@
+"""Per-node settings of the kube-proxy rule generators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+
+@dataclass(frozen=True)
+class ProxyParams:
+    """What kube-proxy learns from its flags and node.
+
+    Attributes:
+        node: this node's name (Local traffic policies keep its endpoints).
+        node_addresses: addresses that accept NodePort traffic (nftables `nodeport-ips`;
+            iptables matches `addrtype LOCAL` instead).
+        cluster_cidr: the pods' range (`--cluster-cidr`): traffic from outside it to a
+            ClusterIP is masqueraded, traffic from inside short-circuits Local policies.
+        service_cidr: the ClusterIP range; nftables drops traffic to unallocated ClusterIPs.
+    """
+
+    node: str
+    node_addresses: tuple[IPv4Address, ...] = ()
+    cluster_cidr: IPv4Network | None = None
+    service_cidr: IPv4Network | None = None

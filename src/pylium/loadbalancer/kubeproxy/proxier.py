@@ -1,0 +1,147 @@
+"""The kube-proxy mode's sync loop body: service changes in, one iptables-restore or nft
+transaction out, incremental when it can be.
+
+As kube-proxy's `syncProxyRules`: the first sync, and every sync after a failed one, is full
+("we've lost the state needed" for a partial one); otherwise only the services the change
+tracker reports are rewritten. Bookkeeping (what the kernel holds) changes only after the
+applier succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from pylium.loadbalancer.kubeproxy import iptables, nftables
+from pylium.loadbalancer.kubeproxy.params import ProxyParams
+from pylium.loadbalancer.model import ServiceName, ServicePort, ServiceState
+from pylium.loadbalancer.servicetable import ServiceTable
+
+
+class Mode(StrEnum):
+    """kube-proxy's `--proxy-mode` values pylium implements."""
+
+    IPTABLES = "iptables"
+    NFTABLES = "nftables"
+
+
+class Applier(Protocol):
+    """Loads generated rules into the kernel (see `kubeproxy/applier.py`)."""
+
+    def apply(self, mode: Mode, text: str) -> None:
+        """Load `text` atomically; raise on failure."""
+        ...
+
+
+class Proxier:
+    """Keeps one node's iptables or nftables service rules in line with a ServiceTable.
+
+    Args:
+        mode: iptables or nftables.
+        params: the node's settings.
+        applier: what loads the rules.
+    """
+
+    def __init__(self, mode: Mode, params: ProxyParams, applier: Applier) -> None:
+        self.mode = mode
+        self.params = params
+        self._applier = applier
+        self._needs_full = True
+        self._states: dict[ServiceName, ServiceState] = {}
+        self._ipt_chains: dict[ServiceName, set[str]] = {}
+        self._nft: dict[str, nftables.ServiceObjects] = {}
+        self._nft_delete_next: set[str] = set()
+        self.full_syncs = 0
+        """Full syncs done (for tests and status)."""
+
+    def sync(self, table: ServiceTable) -> str:
+        """Apply the table's pending changes; returns the text loaded ("" if nothing).
+
+        nftables chains flushed by one sync are deleted by the next: call `sync` again (with
+        or without changes) a moment later, as kube-proxy's timer does; `pending_deletes`
+        tells whether one is due."""
+        changed = set(table.take_changes())
+        states = table.states()
+        if not changed and not self._needs_full and not self._nft_delete_next:
+            return ""
+        full = self._needs_full
+        try:
+            text = self._sync(states, None if full else changed)
+        except Exception:
+            self._needs_full = True
+            raise
+        self._needs_full = False
+        self.full_syncs += full
+        return text
+
+    @property
+    def pending_deletes(self) -> bool:
+        """Flushed nftables chains or sets wait for the next sync to be deleted."""
+        return bool(self._nft_delete_next)
+
+    def _sync(
+        self, states: Mapping[ServiceName, ServiceState], changed: set[ServiceName] | None
+    ) -> str:
+        if self.mode == Mode.IPTABLES:
+            return self._sync_iptables(states, changed)
+        return self._sync_nftables(states, changed)
+
+    def _sync_iptables(
+        self, states: Mapping[ServiceName, ServiceState], changed: set[ServiceName] | None
+    ) -> str:
+        touched = set(states) | set(self._ipt_chains) if changed is None else changed
+        chains = {n: _ipt_chains(states[n], self.params) for n in touched if n in states}
+        stale: set[str] = set()
+        for name in touched:
+            stale |= self._ipt_chains.get(name, set()) - chains.get(name, set())
+        port_names = None
+        if changed is not None:
+            port_names = {sp.port_name for n in touched for sp in _ports(states.get(n))}
+        text = iptables.restore_input(
+            (sp for s in states.values() for sp in s.ports), self.params, port_names, stale
+        )
+        self._applier.apply(self.mode, text)
+        for name in touched:
+            if name in chains:
+                self._ipt_chains[name] = chains[name]
+            else:
+                self._ipt_chains.pop(name, None)
+        return text
+
+    def _sync_nftables(
+        self, states: Mapping[ServiceName, ServiceState], changed: set[ServiceName] | None
+    ) -> str:
+        if changed is None:
+            new = {str(n): nftables.state_objects(s.ports, self.params) for n, s in states.items()}
+            text = nftables.full_sync(new, self.params)
+            self._applier.apply(self.mode, text)
+            self._nft, self._nft_delete_next = new, set()
+            return text
+        old = {str(n): self._nft[str(n)] for n in changed if str(n) in self._nft}
+        new = {
+            str(n): nftables.state_objects(states[n].ports, self.params)
+            for n in changed
+            if n in states
+        }
+        text, stale = nftables.partial_sync(old, new, self._nft_delete_next)
+        if text:
+            self._applier.apply(self.mode, text)
+        for name in changed:
+            if str(name) in new:
+                self._nft[str(name)] = new[str(name)]
+            else:
+                self._nft.pop(str(name), None)
+        self._nft_delete_next = stale
+        return text
+
+
+def _ports(state: ServiceState | None) -> Iterable[ServicePort]:
+    return state.ports if state is not None else ()
+
+
+def _ipt_chains(state: ServiceState, params: ProxyParams) -> set[str]:
+    out: set[str] = set()
+    for sp in state.ports:
+        out |= iptables.chains_of(sp, params)
+    return out

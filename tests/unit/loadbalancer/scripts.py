@@ -1,0 +1,164 @@
+"""Replays the txtar cases of `cases/` (Cilium's script-test style, pkg/loadbalancer/tests).
+
+A case is a txtar archive: a script, then `-- name --` files. Script commands, one a line:
+
+    node NAME                 this node (default lab-node1); only while nothing is loaded
+    node-addresses IP...      its addresses (NodePort frontends, nodeport-ips), likewise
+    algorithm random|maglev   default backend selection
+    maglev-table-size M       Maglev table size (cases use 251)
+    apply FILE...             add or update the objects (Service, EndpointSlice) in the files
+    delete FILE...            delete them
+    lb FILE                   the LB maps dump must equal FILE
+    iptables FILE             the full iptables-restore input must equal FILE
+    nftables FILE             the full nft -f input must equal FILE
+    empty                     no service state, no map entry, no rule beyond the skeleton
+
+Objects are validated with `pylium.api.validate` first. Each `apply`/`delete` is one sync.
+With PYLIUM_UPDATE_GOLDENS=1 the compared files are rewritten from what was produced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pylium.api import validate
+from pylium.loadbalancer.kubeproxy import iptables, nftables
+from pylium.loadbalancer.kubeproxy.params import ProxyParams
+from pylium.loadbalancer.lbmaps import LBMaps, LBParams
+from pylium.loadbalancer.model import Algorithm
+from pylium.loadbalancer.servicetable import ServiceTable
+
+CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
+SERVICE_CIDR = IPv4Network("10.96.0.0/16")
+UPDATE = os.environ.get("PYLIUM_UPDATE_GOLDENS") == "1"
+
+_SECTION = re.compile(r"^-- (\S+) --$", re.M)
+
+
+@dataclass
+class Archive:
+    """A parsed txtar archive."""
+
+    script: str
+    files: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Archive:
+        parts = _SECTION.split(text)
+        files = {parts[i]: parts[i + 1].lstrip("\n") for i in range(1, len(parts), 2)}
+        return cls(parts[0], files)
+
+    def format(self) -> str:
+        out = self.script
+        for name, body in self.files.items():
+            out += f"-- {name} --\n{body}"
+        return out
+
+
+@dataclass
+class Run:
+    """The state of one replay."""
+
+    reverse: bool
+    node: str = "lab-node1"
+    addresses: tuple[IPv4Address, ...] = ()
+    algorithm: Algorithm = Algorithm.RANDOM
+    table_size: int = 16381
+    table: ServiceTable = field(default_factory=ServiceTable)
+    maps: LBMaps | None = None
+    mismatches: list[str] = field(default_factory=list)
+
+    def lb(self) -> LBMaps:
+        if self.maps is None:
+            self.maps = LBMaps(LBParams(self.node, self.addresses, self.algorithm, self.table_size))
+        return self.maps
+
+    def proxy_params(self) -> ProxyParams:
+        return ProxyParams(self.node, self.addresses, CLUSTER_CIDR, SERVICE_CIDR)
+
+    def ports(self) -> list[Any]:
+        return [sp for s in self.table.states().values() for sp in s.ports]
+
+    def iptables(self) -> str:
+        return iptables.restore_input(self.ports(), self.proxy_params())
+
+    def nftables(self) -> str:
+        params = self.proxy_params()
+        objects = {
+            str(n): nftables.state_objects(s.ports, params) for n, s in self.table.states().items()
+        }
+        return nftables.full_sync(objects, params)
+
+
+def _objects(archive: Archive, names: list[str], reverse: bool) -> list[dict[str, Any]]:
+    docs = []
+    for name in names:
+        docs += [validate(d) for d in yaml.safe_load_all(archive.files[name]) if d]
+    return docs[::-1] if reverse else docs
+
+
+def replay(path: Path, reverse: bool) -> list[str]:
+    """Run the case; returns mismatch descriptions (empty: it passed). Rewrites goldens when
+    PYLIUM_UPDATE_GOLDENS=1 (forward replay only)."""
+    archive = Archive.parse(path.read_text())
+    run = Run(reverse)
+    for lineno, line in enumerate(archive.script.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        cmd, args = words[0], words[1:]
+        where = f"{path.name}:{lineno} ({'reverse' if reverse else 'forward'})"
+        if cmd in ("node", "node-addresses"):
+            if run.maps is not None and not run.maps.empty():
+                raise ValueError(f"{where}: {cmd} while services are loaded")
+            run.maps = None  # the next sync starts a fresh node
+            if cmd == "node":
+                run.node = args[0]
+            else:
+                run.addresses = tuple(IPv4Address(a) for a in args)
+        elif cmd == "algorithm":
+            run.algorithm = Algorithm(args[0])
+        elif cmd == "maglev-table-size":
+            run.table_size = int(args[0])
+        elif cmd in ("apply", "delete"):
+            files = args[::-1] if reverse else args
+            for obj in _objects(archive, files, reverse):
+                kind = obj["kind"]
+                if cmd == "apply":
+                    getattr(run.table, f"upsert_{_kind(kind)}")(obj)
+                else:
+                    getattr(run.table, f"delete_{_kind(kind)}")(obj)
+            run.lb().sync(run.table.take_changes())
+        elif cmd in ("lb", "iptables", "nftables"):
+            actual = run.lb().dump() if cmd == "lb" else getattr(run, cmd)()
+            expected = archive.files.get(args[0])
+            if actual != expected:
+                if UPDATE and not reverse:
+                    archive.files[args[0]] = actual
+                else:
+                    run.mismatches.append(
+                        f"{where}: {cmd} differs from {args[0]}:\n--- expected\n{expected}"
+                        f"--- actual\n{actual}"
+                    )
+        elif cmd == "empty":
+            skeleton = Run(reverse, addresses=run.addresses)
+            if run.table.states() or not run.lb().empty():
+                run.mismatches.append(f"{where}: state left: {run.lb().dump()}")
+            if run.iptables() != skeleton.iptables() or run.nftables() != skeleton.nftables():
+                run.mismatches.append(f"{where}: rules left beyond the skeleton")
+        else:
+            raise ValueError(f"{where}: unknown command {cmd!r}")
+    if UPDATE and not reverse:
+        path.write_text(archive.format())
+    return run.mismatches
+
+
+def _kind(kind: str) -> str:
+    return {"Service": "service", "EndpointSlice": "slice"}[kind]
