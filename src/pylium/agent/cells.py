@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pylium import paths
-from pylium.agent.ciliumnode import IpamStatusPublisher, wait_for_pod_cidr
+from pylium.agent.ciliumnode import IpamStatusPublisher
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
 from pylium.datapath.lxc import MAP_EVENTS
@@ -31,7 +31,7 @@ from pylium.endpoint import EndpointManager, EndpointParams
 from pylium.hubble.endpoints import EndpointsLookup
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
 from pylium.hubble.parser import FlowParser
-from pylium.ipam import ClusterPoolAllocator
+from pylium.ipam import AddressWatcher, IpamMode
 from pylium.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class AgentParams:
     state_dir: Path
     bpf_dir: Path
     """The node's bpffs pin directory (maps, links)."""
+    ipam: IpamMode = IpamMode.CLUSTER_POOL
+    """Where pod addresses come from (the cluster's IPAM mode)."""
     mtu: int = 1500
     ct_gc_interval: float = 30.0
     ipam_gc_interval: float = 60.0
@@ -84,6 +86,7 @@ class Agent:
         self.backend = ApiBackend(node=params.node, mtu=params.mtu, state_dir=params.state_dir)
         self._rest = RestServer(params.socket, self.backend)  # serves 503 until ready
         # ControlPlane, built once the pod CIDR is known
+        self._addresses: AddressWatcher | None = None
         self._publisher: IpamStatusPublisher | None = None
         self._endpoints: EndpointManager | None = None
         self._datapath_started = False
@@ -107,14 +110,14 @@ class Agent:
             await self._netlink.start()
         await self._rest.start()
 
-        cidr = await wait_for_pod_cidr(self.store, p.node)
-        ipam = ClusterPoolAllocator(cidr, p.state_dir / "ipam.json")
-        ipam.load()
-        log.info("node %s: pod CIDR %s, router %s", p.node, cidr, ipam.router_ip)
+        self._addresses = AddressWatcher(self.store, p.node, p.ipam, p.state_dir / "ipam.json")
+        ipam = await self._addresses.start()
+        log.info("node %s: %s IPAM, %s, router %s", p.node, p.ipam, ipam.describe(), ipam.router_ip)
 
         # Datapath: the router IP must be in place before a pod's default route points at it.
         await self._netlink.setup_node(str(ipam.router_ip))
-        await self._datapath.start(str(ipam.router_ip), str(cidr))
+        # crd mode has no pod CIDR: router/32 makes the datapath's "not a local pod" drop moot
+        await self._datapath.start(str(ipam.router_ip), str(ipam.cidr or f"{ipam.router_ip}/32"))
         self._datapath_started = True
 
         self._endpoints = EndpointManager(
@@ -133,7 +136,10 @@ class Agent:
         await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
-        lookup = EndpointsLookup(self._endpoints.endpoints, str(ipam.router_ip), str(cidr))
+        # crd mode: no pod CIDR, so an unknown address is not classed as world
+        lookup = EndpointsLookup(
+            self._endpoints.endpoints, str(ipam.router_ip), str(ipam.cidr or "")
+        )
         self._observer = Observer(
             ObserverParams(events_pin=p.bpf_dir / MAP_EVENTS),
             FlowParser(lookup, p.node),
@@ -155,6 +161,8 @@ class Agent:
             await self._publisher.stop()
         if self._endpoints is not None:
             await self._endpoints.stop()
+        if self._addresses is not None:
+            await self._addresses.stop()
         if self._datapath_started:
             await self._datapath.stop()  # closes fds only: pinned maps and links stay
             self._datapath_started = False

@@ -1,7 +1,8 @@
-"""This node's CiliumNode: where the agent learns its pod CIDR and reports its IPAM usage.
+"""This node's CiliumNode: where the agent reports its IPAM usage.
 
-The object (cilium.io/v2, cluster-scoped, name = node name) is written by `pylium lab up` or the
-operator with `spec.ipam.podCIDRs`; the agent waits for it, then keeps `status.ipam` current.
+The object (cilium.io/v2, cluster-scoped, name = node name) is created by `pylium lab up` or the
+operator; where the agent's addresses come from depends on the IPAM mode (`ipam.sources`). The
+agent keeps `status.ipam` current.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import asyncio
 import logging
 from typing import Any
 
-from pylium.ipam import ClusterPoolAllocator
-from pylium.store import Conflict, Expired, NotFound, Object, Store
+from pylium.ipam import NodeAllocator
+from pylium.ipam.sources import cilium_node_pod_cidrs
+from pylium.store import Conflict, NotFound, Object, Store
 
 log = logging.getLogger(__name__)
 
@@ -20,30 +22,8 @@ KIND = "CiliumNode"
 
 def pod_cidr_of(obj: Object) -> str | None:
     """The first IPv4 pod CIDR of a CiliumNode, if it has one."""
-    cidrs = (obj.get("spec") or {}).get("ipam", {}).get("podCIDRs") or []
-    for cidr in cidrs:
-        if isinstance(cidr, str) and ":" not in cidr:
-            return cidr
-    return None
-
-
-async def wait_for_pod_cidr(store: Store, node: str) -> str:
-    """Block until CiliumNode `node` carries a pod CIDR; return it (list, then watch)."""
-    while True:
-        objects, revision = await store.list(KIND)
-        for obj in objects:
-            if obj["metadata"]["name"] == node and (cidr := pod_cidr_of(obj)):
-                return cidr
-        log.info("waiting for CiliumNode %s with spec.ipam.podCIDRs", node)
-        try:
-            async for event in store.watch(KIND, revision):
-                obj = event.object
-                if event.type != "DELETED" and obj["metadata"]["name"] == node:
-                    cidr = pod_cidr_of(obj)
-                    if cidr:
-                        return cidr
-        except Expired:
-            continue  # compacted past our revision: list again
+    cidrs = cilium_node_pod_cidrs(obj)
+    return cidrs[0] if cidrs else None
 
 
 class IpamStatusPublisher:
@@ -52,9 +32,7 @@ class IpamStatusPublisher:
     Polls the allocator's generation rather than taking callbacks, so allocation stays a plain
     synchronous call and a burst of ADDs costs one store write."""
 
-    def __init__(
-        self, store: Store, node: str, ipam: ClusterPoolAllocator, interval: float = 0.5
-    ) -> None:
+    def __init__(self, store: Store, node: str, ipam: NodeAllocator, interval: float = 0.5) -> None:
         self._store = store
         self._node = node
         self._ipam = ipam
@@ -77,7 +55,7 @@ class IpamStatusPublisher:
     def status(self) -> dict[str, Any]:
         """The `status.ipam` the allocator's state calls for."""
         return {
-            "podCIDR": str(self._ipam.cidr),
+            "podCIDR": None if self._ipam.cidr is None else str(self._ipam.cidr),
             "used": {ip: {"owner": owner} for ip, owner in self._ipam.used().items()},
             "usedCount": self._ipam.used_count,
             "available": self._ipam.available,

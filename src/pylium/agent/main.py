@@ -1,7 +1,7 @@
 """`pylium-agent`: run one node's agent until SIGTERM or SIGINT.
 
     pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--bpf-dir DIR]
-                 [--mtu N]
+                 [--mtu N] [--ipam cluster-pool|kubernetes|crd]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
 it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
+from pylium.ipam import IpamMode
 
 log = logging.getLogger("pylium.agent")
 
@@ -50,6 +51,13 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     parser.add_argument("--state-dir", type=Path, help="endpoint and IPAM state (per node)")
     parser.add_argument("--bpf-dir", type=Path, help="bpffs pin directory (default: per node)")
     parser.add_argument("--mtu", type=int, default=1500, help="pod interface MTU")
+    parser.add_argument(
+        "--ipam",
+        choices=[m.value for m in IpamMode],
+        default=IpamMode.CLUSTER_POOL.value,
+        help="the cluster's IPAM mode: pod CIDR from CiliumNode (cluster-pool), from Node"
+        " (kubernetes), or the address list in CiliumNode.spec.ipam.pool (crd)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     crash_at = os.environ.get(CRASH_ENV)
@@ -65,6 +73,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         state_dir=args.state_dir or paths.agent_state_dir(args.node),
         bpf_dir=args.bpf_dir or paths.bpffs_node_dir(args.node),
         mtu=args.mtu,
+        ipam=IpamMode(args.ipam),
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
 

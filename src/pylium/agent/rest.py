@@ -31,7 +31,7 @@ from pylium.endpoint import (
 from pylium.endpoint.ids import IdsExhausted
 from pylium.hubble.observer import Observer
 from pylium.hubble.rest import add_routes as add_flow_routes
-from pylium.ipam import ClusterPoolAllocator, NotInPool, PoolExhausted, parse_ipv4
+from pylium.ipam import NodeAllocator, NotInPool, PoolExhausted, parse_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ class ApiBackend:
     node: str
     mtu: int
     state_dir: Path
-    ipam: ClusterPoolAllocator | None = None
+    ipam: NodeAllocator | None = None
     endpoints: EndpointManager | None = None
     datapath: Datapath | None = None
     observer: Observer | None = None
 
-    def ready(self) -> tuple[ClusterPoolAllocator, EndpointManager]:
+    def ready(self) -> tuple[NodeAllocator, EndpointManager]:
         """The live components, or a 503 'try again later' while the agent starts."""
         if self.ipam is None or self.endpoints is None:
             raise ApiError(
@@ -187,7 +187,7 @@ class Api:
                 "status": "ok",
                 "node": self._b.node,
                 "ipam": {
-                    "cidr": str(ipam.cidr),
+                    "cidr": _cidr(ipam),
                     "used": ipam.used_count,
                     "available": ipam.available,
                 },
@@ -199,7 +199,7 @@ class Api:
         return web.json_response(
             {
                 "node": self._b.node,
-                "podCIDR": None if ipam is None else str(ipam.cidr),
+                "podCIDR": None if ipam is None else _cidr(ipam),
                 "routerIP": None if ipam is None else str(ipam.router_ip),
                 "mtu": self._b.mtu,
                 "stateDir": str(self._b.state_dir),
@@ -216,7 +216,7 @@ class Api:
         return web.json_response(
             {
                 "ip": str(alloc.ip),
-                "cidr": str(ipam.cidr),
+                "cidr": _cidr(ipam),
                 "gateway": str(ipam.router_ip),
                 "owner": alloc.owner,
             },
@@ -323,3 +323,8 @@ class RestServer:
             await self._runner.cleanup()
             self._runner = None
         self._socket.unlink(missing_ok=True)
+
+
+def _cidr(ipam: NodeAllocator) -> str | None:
+    """The pod CIDR; None in crd mode, where addresses come from a list."""
+    return None if ipam.cidr is None else str(ipam.cidr)

@@ -40,7 +40,7 @@ from pylium.endpoint.model import (
     owner_of,
 )
 from pylium.endpoint.statedir import EndpointStateDir
-from pylium.ipam import ClusterPoolAllocator
+from pylium.ipam import NodeAllocator
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class EndpointManager:
         self,
         params: EndpointParams,
         netlink: Netlink,
-        ipam: ClusterPoolAllocator,
+        ipam: NodeAllocator,
         datapath: EndpointDatapath,
     ):
         self._params = params
