@@ -169,3 +169,84 @@ def test_clusterip_reaches_backend(mode: Mode, netns_pair: tuple[str, str], list
     assert "test/other" not in listing and "other:http" not in listing
     assert proxier.full_syncs == 1
     assert connect(node, CLUSTER_IP, 80) == f"backend {NODE_IP}"
+
+
+def _normalised(mode: Mode, listing: str) -> list[str]:
+    """Listing lines comparable across namespaces: for nft the sorted lines (element order is
+    the kernel's), for iptables each chain's rules in order, chains sorted."""
+    if mode == Mode.NFTABLES:
+        return sorted(line.strip().rstrip(",") for line in listing.splitlines() if line.strip())
+    rules: dict[str, list[str]] = {}
+    for line in listing.splitlines():
+        if line.startswith("-A "):
+            rules.setdefault(line.split()[1], []).append(line)
+        elif line.startswith(":"):
+            rules.setdefault(line.split()[0][1:], [])
+    return [r for chain in sorted(rules) for r in [f":{chain}", *rules[chain]]]
+
+
+@pytest.fixture
+def two_netns() -> Iterator[tuple[str, str]]:
+    """Two empty scratch namespaces."""
+    prefix = f"pyl-tl-{secrets.token_hex(3)}"
+    made: list[str] = []
+    try:
+        for suffix in ("incr", "full"):
+            sh("ip", "netns", "add", f"{prefix}-{suffix}")
+            made.append(f"{prefix}-{suffix}")
+        yield made[0], made[1]
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_incremental_syncs_equal_a_full_sync(mode: Mode, two_netns: tuple[str, str]) -> None:
+    """After a series of partial syncs (add, scale, affinity, type change, delete) the kernel
+    holds what one full sync of the final state gives in a fresh namespace."""
+    incr_ns, full_ns = two_netns
+    params = ProxyParams("lab-node1", (IPv4Address(NODE_IP),), IPv4Network("10.244.0.0/16"), None)
+    incr = NetnsApplier(f"/var/run/netns/{incr_ns}")
+    proxier = Proxier(mode, params, incr)
+    table = ServiceTable()
+    a, a_eps = objects("a", "10.96.0.1")
+    b, b_eps = objects("b", "10.96.0.2")
+    c, c_eps = objects("c", "10.96.0.3")
+    steps = [
+        lambda: (table.upsert_service(a), table.upsert_slice(a_eps)),
+        lambda: (table.upsert_service(b), table.upsert_slice(b_eps), table.upsert_service(c)),
+        lambda: table.upsert_slice(
+            {**a_eps, "endpoints": [{"addresses": ["10.244.1.6"]}, {"addresses": ["10.244.1.7"]}]}
+        ),
+        lambda: table.upsert_service(
+            {
+                **b,
+                "spec": {
+                    **b["spec"],
+                    "sessionAffinity": "ClientIP",
+                    "type": "NodePort",
+                    "ports": [{"name": "http", "port": 80, "nodePort": 30002}],
+                },
+            }
+        ),
+        lambda: table.upsert_slice(c_eps),
+        lambda: (table.delete_service(a), table.delete_slice(a_eps)),
+        lambda: table.upsert_service(b),
+    ]
+    for step in steps:
+        step()
+        proxier.sync(table)
+    proxier.sync(table)  # the deferred deletes
+    assert proxier.full_syncs == 1
+
+    fresh = Proxier(mode, params, NetnsApplier(f"/var/run/netns/{full_ns}"))
+    reference = ServiceTable()
+    for svc in (b, c):
+        reference.upsert_service(svc)
+    reference.upsert_slice(b_eps)
+    reference.upsert_slice(c_eps)
+    fresh.sync(reference)
+    got = _normalised(mode, incr.listing(mode))
+    want = _normalised(mode, NetnsApplier(f"/var/run/netns/{full_ns}").listing(mode))
+    assert got == want
+    assert any("10.96.0.3" in line for line in got)
