@@ -27,6 +27,7 @@ class ServiceTable:
         self._slice_owner: dict[SliceKey, ServiceName] = {}
         self._states: dict[ServiceName, ServiceState] = {}
         self._tracker: ChangeTracker[ServiceName, ServiceState] = ChangeTracker()
+        self._trackers = [self._tracker]
 
     def upsert_service(self, obj: Object) -> None:
         """A Service was added or changed."""
@@ -59,8 +60,17 @@ class ServiceTable:
         return dict(self._states)
 
     def take_changes(self) -> dict[ServiceName, Change[ServiceState]]:
-        """Changes since the last call (round trips dropped)."""
+        """Changes since the last call (round trips dropped), for the table's main consumer."""
         return self._tracker.take()
+
+    def subscribe(self) -> ChangeTracker[ServiceName, ServiceState]:
+        """A tracker for one more consumer (e.g. the kube-proxy proxier beside the LB maps),
+        starting with every current service as an addition."""
+        tracker: ChangeTracker[ServiceName, ServiceState] = ChangeTracker()
+        for name, state in self._states.items():
+            tracker.record(name, None, state)
+        self._trackers.append(tracker)
+        return tracker
 
     def _drop_slice(self, key: SliceKey) -> None:
         owner = self._slice_owner.pop(key, None)
@@ -83,7 +93,8 @@ class ServiceTable:
         else:
             self._states[name] = new
         if old != new:
-            self._tracker.record(name, old, new)
+            for tracker in self._trackers:
+                tracker.record(name, old, new)
 
 
 def _slice_key(obj: Object) -> SliceKey:

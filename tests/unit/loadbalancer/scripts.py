@@ -29,10 +29,12 @@ from typing import Any
 import yaml
 
 from pylium.api import validate
+from pylium.loadbalancer.changes import ChangeTracker
 from pylium.loadbalancer.kubeproxy import iptables, nftables
 from pylium.loadbalancer.kubeproxy.params import ProxyParams
+from pylium.loadbalancer.kubeproxy.proxier import Mode, Proxier
 from pylium.loadbalancer.lbmaps import LBMaps, LBParams
-from pylium.loadbalancer.model import Algorithm
+from pylium.loadbalancer.model import Algorithm, ServiceName, ServiceState
 from pylium.loadbalancer.servicetable import ServiceTable
 
 CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
@@ -62,6 +64,16 @@ class Archive:
         return out
 
 
+class Loaded:
+    """An applier that keeps what it was given (the kernel is exercised in tests/datapath)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def apply(self, mode: Mode, text: str) -> None:
+        self.texts.append(text)
+
+
 @dataclass
 class Run:
     """The state of one replay."""
@@ -74,6 +86,20 @@ class Run:
     table: ServiceTable = field(default_factory=ServiceTable)
     maps: LBMaps | None = None
     mismatches: list[str] = field(default_factory=list)
+    proxiers: list[tuple[Proxier, ChangeTracker[ServiceName, ServiceState]]] = field(
+        default_factory=list
+    )
+    """Incremental proxiers of both modes, synced at every step beside the LB maps."""
+
+    def sync(self) -> None:
+        if not self.proxiers:
+            self.proxiers = [
+                (Proxier(mode, self.proxy_params(), Loaded()), self.table.subscribe())
+                for mode in Mode
+            ]
+        self.lb().sync(self.table.take_changes())
+        for proxier, tracker in self.proxiers:
+            proxier.sync(self.table, tracker)
 
     def lb(self) -> LBMaps:
         if self.maps is None:
@@ -119,6 +145,7 @@ def replay(path: Path, reverse: bool) -> list[str]:
             if run.maps is not None and not run.maps.empty():
                 raise ValueError(f"{where}: {cmd} while services are loaded")
             run.maps = None  # the next sync starts a fresh node
+            run.proxiers = []
             if cmd == "node":
                 run.node = args[0]
             else:
@@ -135,7 +162,7 @@ def replay(path: Path, reverse: bool) -> list[str]:
                     getattr(run.table, f"upsert_{_kind(kind)}")(obj)
                 else:
                     getattr(run.table, f"delete_{_kind(kind)}")(obj)
-            run.lb().sync(run.table.take_changes())
+            run.sync()
         elif cmd in ("lb", "iptables", "nftables"):
             actual = run.lb().dump() if cmd == "lb" else getattr(run, cmd)()
             expected = archive.files.get(args[0])
@@ -153,6 +180,10 @@ def replay(path: Path, reverse: bool) -> list[str]:
                 run.mismatches.append(f"{where}: state left: {run.lb().dump()}")
             if run.iptables() != skeleton.iptables() or run.nftables() != skeleton.nftables():
                 run.mismatches.append(f"{where}: rules left beyond the skeleton")
+            for proxier, tracker in run.proxiers:
+                proxier.sync(run.table, tracker)  # the deferred deletes
+                if proxier.services or proxier.pending_deletes:
+                    run.mismatches.append(f"{where}: {proxier.mode} proxier still holds rules")
         else:
             raise ValueError(f"{where}: unknown command {cmd!r}")
     if UPDATE and not reverse:

@@ -134,3 +134,16 @@ def test_encodings_round_trip_and_sizes() -> None:
     assert (rk, rv) == (b"\x03\x00", bytes([10, 96, 0, 1, 1, 187, 0, 0]))
     mk, mv = enc.encode_maglev(3, (1, 2, 1))
     assert mk == b"\x03\x00" and len(mv) == 12
+
+
+def test_subscribers_see_the_same_changes() -> None:
+    """A consumer subscribing late starts with every service as an addition, then gets the
+    same changes as the main consumer, independently of when each takes them."""
+    table = ServiceTable()
+    table.upsert_service(service("web", "10.96.0.1"))
+    late = table.subscribe()
+    assert [c.old for c in late.take().values()] == [None]
+    table.upsert_slice(endpoint_slice("web", "10.244.1.5"))
+    main = table.take_changes()
+    other = late.take()
+    assert main == other and len(main) == 1

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Protocol
 
+from pylium.loadbalancer.changes import ChangeTracker
 from pylium.loadbalancer.kubeproxy import iptables, nftables
 from pylium.loadbalancer.kubeproxy.params import ProxyParams
 from pylium.loadbalancer.model import ServiceName, ServicePort, ServiceState
@@ -48,20 +49,22 @@ class Proxier:
         self.params = params
         self._applier = applier
         self._needs_full = True
-        self._states: dict[ServiceName, ServiceState] = {}
         self._ipt_chains: dict[ServiceName, set[str]] = {}
-        self._nft: dict[str, nftables.ServiceObjects] = {}
+        self._nft: dict[ServiceName, nftables.ServiceObjects] = {}
         self._nft_delete_next: set[str] = set()
         self.full_syncs = 0
         """Full syncs done (for tests and status)."""
 
-    def sync(self, table: ServiceTable) -> str:
+    def sync(
+        self, table: ServiceTable, tracker: ChangeTracker[ServiceName, ServiceState] | None = None
+    ) -> str:
         """Apply the table's pending changes; returns the text loaded ("" if nothing).
 
         nftables chains flushed by one sync are deleted by the next: call `sync` again (with
         or without changes) a moment later, as kube-proxy's timer does; `pending_deletes`
-        tells whether one is due."""
-        changed = set(table.take_changes())
+        tells whether one is due. `tracker`: this proxier's subscription to the table, when
+        the table's main consumer is someone else."""
+        changed = set(tracker.take() if tracker is not None else table.take_changes())
         states = table.states()
         if not changed and not self._needs_full and not self._nft_delete_next:
             return ""
@@ -74,6 +77,13 @@ class Proxier:
         self._needs_full = False
         self.full_syncs += full
         return text
+
+    @property
+    def services(self) -> set[ServiceName]:
+        """Services the kernel holds rules for, as far as this proxier knows."""
+        if self.mode == Mode.IPTABLES:
+            return set(self._ipt_chains)
+        return set(self._nft)
 
     @property
     def pending_deletes(self) -> bool:
@@ -113,25 +123,27 @@ class Proxier:
         self, states: Mapping[ServiceName, ServiceState], changed: set[ServiceName] | None
     ) -> str:
         if changed is None:
-            new = {str(n): nftables.state_objects(s.ports, self.params) for n, s in states.items()}
-            text = nftables.full_sync(new, self.params)
+            new = {n: nftables.state_objects(s.ports, self.params) for n, s in states.items()}
+            text = nftables.full_sync({str(n): o for n, o in new.items()}, self.params)
             self._applier.apply(self.mode, text)
             self._nft, self._nft_delete_next = new, set()
             return text
-        old = {str(n): self._nft[str(n)] for n in changed if str(n) in self._nft}
+        old = {n: self._nft[n] for n in changed if n in self._nft}
         new = {
-            str(n): nftables.state_objects(states[n].ports, self.params)
-            for n in changed
-            if n in states
+            n: nftables.state_objects(states[n].ports, self.params) for n in changed if n in states
         }
-        text, stale = nftables.partial_sync(old, new, self._nft_delete_next)
+        text, stale = nftables.partial_sync(
+            {str(n): o for n, o in old.items()},
+            {str(n): o for n, o in new.items()},
+            self._nft_delete_next,
+        )
         if text:
             self._applier.apply(self.mode, text)
         for name in changed:
-            if str(name) in new:
-                self._nft[str(name)] = new[str(name)]
+            if name in new:
+                self._nft[name] = new[name]
             else:
-                self._nft.pop(str(name), None)
+                self._nft.pop(name, None)
         self._nft_delete_next = stale
         return text
 
