@@ -141,6 +141,7 @@ def test_subscribers_see_the_same_changes() -> None:
     same changes as the main consumer, independently of when each takes them."""
     table = ServiceTable()
     table.upsert_service(service("web", "10.96.0.1"))
+    table.take_changes()
     late = table.subscribe()
     assert [c.old for c in late.take().values()] == [None]
     table.upsert_slice(endpoint_slice("web", "10.244.1.5"))
