@@ -14,7 +14,7 @@ Watches Node objects (a Reflector) and keeps, for each:
 An allocation failure (pool exhausted, a subnet another node holds) goes into
 `CiliumNode.status.ipam.operator-status.error`, as Cilium's operator reports it, and is cleared
 once the node has its subnet. Failed nodes are retried when a subnet is freed and at every
-resync, which also frees what Nodes deleted while no operator ran held.
+resync, which also frees what Nodes deleted while no operator ran held (after a second look).
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class NodeIpamReconciler:
         self._nodes = Reflector(store, NODE)
         self._pending: set[str] = set()
         """Nodes whose allocation failed; retried when a subnet is freed."""
+        self._orphans: set[str] = set()
+        """Names holding a CiliumNode or subnet without a Node at the last resync."""
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -97,26 +99,35 @@ class NodeIpamReconciler:
             await asyncio.sleep(self._resync_interval)
 
     async def resync(self) -> None:
-        """One full pass: drop what deleted Nodes held, then ensure every Node."""
+        """One full pass: clean up after Nodes that are gone, then ensure every Node.
+
+        A CiliumNode or ledger entry without a Node is removed only when the previous pass
+        found it orphaned too: the Node list is read after the others, but a Node created just
+        now (by a writer that makes the CiliumNode first, or one another operator already gave
+        a subnet) must not lose what it holds to a single glance.
+        """
         async with self._lock:
-            names = {n["metadata"]["name"] for n in self._nodes.items()}
-            if self._ledger is not None:
-                for cidr, node in (await self._ledger.release_all_but(names)).items():
-                    log.info("released %s of deleted node %s", cidr, node)
             cilium_nodes, _ = await self._store.list(CILIUM_NODE)
-            for cn in cilium_nodes:
-                name = cn["metadata"]["name"]
-                if name not in names:
-                    log.info("deleting CiliumNode %s: its Node is gone", name)
-                    await _delete_missing_ok(self._store, CILIUM_NODE, name)
-            for name in sorted(names):
+            holders = {cn["metadata"]["name"] for cn in cilium_nodes}
+            if self._ledger is not None:
+                holders |= set((await self._ledger.assignments()).values())
+            nodes, _ = await self._store.list(NODE)
+            orphans = holders - {n["metadata"]["name"] for n in nodes}
+            confirmed, self._orphans = orphans & self._orphans, orphans - self._orphans
+            for name in sorted(confirmed):
+                log.info("node %s is gone: removing its CiliumNode and pod CIDR", name)
+                await self._node_deleted(name)
+            for name in sorted(n["metadata"]["name"] for n in self._nodes.items()):
                 await self._ensure_logged(name)
 
     async def _on_event(self, event: Event) -> None:
         name = event.object["metadata"]["name"]
         async with self._lock:
             if event.type == "DELETED":
-                await self._node_deleted(name)
+                try:
+                    await self._node_deleted(name)
+                except Exception:
+                    log.exception("cleaning up after node %s failed; the resync retries", name)
             elif event.type == "ADDED" or self.mode == IpamMode.KUBERNETES:
                 # Node.spec holds the CIDR only in kubernetes mode; elsewhere a change to a
                 # Node changes nothing here (the resync repairs a CiliumNode lost meanwhile).

@@ -143,7 +143,8 @@ async def test_existing_assignment_is_kept_and_restart_is_stable(store, run_reco
 
 async def test_resync_frees_what_nodes_deleted_while_down_held(store, run_reconciler):
     """A CiliumNode and a ledger entry left by a Node deleted while no operator ran are
-    removed at start; the freed CIDR is handed out again."""
+    removed when two resyncs in a row find them orphaned; the freed CIDR is handed out
+    again."""
     ledger = CIDRLedger(store, parse_pools(["10.244.0.0/16"], 24), 24)
     await ledger.assign("ghost")
     await store.create(
@@ -155,6 +156,9 @@ async def test_resync_frees_what_nodes_deleted_while_down_held(store, run_reconc
         }
     )
     rec = await run_reconciler()
+    await rec.resync()  # a first glance only marks
+    assert await cilium_node(store, "ghost") is not None
+    assert await ledger.assignments() == {"10.244.0.0/24": "ghost"}
     await rec.resync()
     assert await cilium_node(store, "ghost") is None
     assert await ledger.assignments() == {}
@@ -268,3 +272,34 @@ async def test_crd_mode_leaves_ipam_alone(store, run_reconciler):
         return await cilium_node(store, "pooled") is None
 
     await eventually(pooled_gone)
+
+
+async def test_two_operators_agree(store, tmp_path):
+    """Two reconcilers on two connections to one store (two operators) give 8 nodes 8
+    distinct pod CIDRs, each CiliumNode carrying what the ledger recorded for it."""
+    other = SqliteStore(tmp_path / "store.db", poll_interval=0.01)
+    pools = parse_pools(["10.244.0.0/16"], 24)
+    recs = [
+        NodeIpamReconciler(s, IpamMode.CLUSTER_POOL, CIDRLedger(s, pools, 24), 3600)
+        for s in (store, other)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in recs]
+    try:
+        for i in range(8):
+            await store.create(node(f"n{i}"))
+
+        async def all_assigned() -> dict[str, list[str]] | None:
+            got = await pod_cidrs(store)
+            return got if len(got) == 8 and all(got.values()) else None
+
+        got = await eventually(all_assigned)
+        await asyncio.gather(*(r.resync() for r in recs))
+        got = await pod_cidrs(store)
+        assert len({c for cidrs in got.values() for c in cidrs}) == 8
+        ledger = await CIDRLedger(store, pools, 24).assignments()
+        assert {n: [c] for c, n in ledger.items()} == got
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await other.close()
