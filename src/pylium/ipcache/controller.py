@@ -195,6 +195,10 @@ class IPCache:
         )
 
     async def _work(self) -> None:
+        # A pod synced before its Namespace is cached would get an identity without the
+        # namespace's labels (a throwaway identity): start only once every first list is in.
+        for reflector in (self._pods, self._namespaces, self._nodes, self._cilium_nodes):
+            await reflector.wait_synced()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
