@@ -132,3 +132,23 @@ def _port_frontends(
 def _backend(e: Endpoint, protocol: str) -> Backend:
     state = BackendState.TERMINATING if e.terminating else BackendState.ACTIVE
     return Backend(L4Addr(e.address, e.port, protocol), state, e.node)
+
+
+def render(frontends: dict[FrontendKey, Frontend]) -> str:
+    """The Frontends table as text, one line per frontend (as Cilium's `db/show frontends`):
+    address (`/i` for the internal scope), type, service, port name, then each backend slot
+    with its state and node; `(reject)` or `(drop)` when there are none."""
+    lines = []
+    for key in sorted(frontends):
+        fe = frontends[key]
+        scope = "/i" if key.internal else ""
+        slots = [
+            f"{b.address.address}:{b.address.port}({b.state},{b.node or '-'})"
+            for b in (*fe.backends, *fe.quarantined)
+        ]
+        if not fe.backends:
+            slots.insert(0, "(reject)" if fe.reject else "(drop)")
+        lines.append(
+            f"{key.address}{scope} {fe.type} {fe.service} {fe.port_name or '-'} {' '.join(slots)}"
+        )
+    return "".join(f"{line}\n" for line in lines)

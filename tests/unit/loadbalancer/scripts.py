@@ -8,6 +8,7 @@ A case is a txtar archive: a script, then `-- name --` files. Script commands, o
     maglev-table-size M       Maglev table size (cases use 251)
     apply FILE...             add or update the objects (Service, EndpointSlice) in the files
     delete FILE...            delete them
+    frontends FILE            the Frontends table (frontends.render) must equal FILE
     lb FILE                   the LB maps dump must equal FILE
     iptables FILE             the full iptables-restore input must equal FILE
     nftables FILE             the full nft -f input must equal FILE
@@ -30,6 +31,7 @@ import yaml
 
 from pylium.api import validate
 from pylium.loadbalancer.changes import ChangeTracker
+from pylium.loadbalancer.frontends import render as render_frontends
 from pylium.loadbalancer.kubeproxy import iptables, nftables
 from pylium.loadbalancer.kubeproxy.params import ProxyParams
 from pylium.loadbalancer.kubeproxy.proxier import Mode, Proxier
@@ -163,8 +165,11 @@ def replay(path: Path, reverse: bool) -> list[str]:
                 else:
                     getattr(run.table, f"delete_{_kind(kind)}")(obj)
             run.sync()
-        elif cmd in ("lb", "iptables", "nftables"):
-            actual = run.lb().dump() if cmd == "lb" else getattr(run, cmd)()
+        elif cmd in ("frontends", "lb", "iptables", "nftables"):
+            if cmd == "frontends":
+                actual = render_frontends(run.lb().frontends())
+            else:
+                actual = run.lb().dump() if cmd == "lb" else getattr(run, cmd)()
             expected = archive.files.get(args[0])
             if actual != expected:
                 if UPDATE and not reverse:
