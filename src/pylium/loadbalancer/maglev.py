@@ -14,6 +14,7 @@ one backend moves little more than that backend's own slots.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 DEFAULT_TABLE_SIZE = 16381
 """Cilium's default `maglev.tableSize` (prime; ~160 backends at <= 1% disruption)."""
@@ -89,9 +90,15 @@ def lookup_table(backends: Sequence[str], m: int = DEFAULT_TABLE_SIZE, seed: int
     """
     if m not in TABLE_SIZES:
         raise ValueError(f"maglev table size {m} is not one of {TABLE_SIZES}")
-    names = sorted(set(backends))
+    return list(_table(tuple(sorted(set(backends))), m, seed))
+
+
+@lru_cache(maxsize=256)
+def _table(names: tuple[str, ...], m: int, seed: int) -> tuple[int, ...]:
+    """The table of sorted, distinct names; cached because every frontend of a service port
+    (ClusterIP, NodePort per address, LB IPs) has the same backends."""
     if not names:
-        return []
+        return ()
     params = [offset_and_skip(name, m, seed) for name in names]
     nxt = [0] * len(names)
     table = [-1] * m
@@ -106,4 +113,4 @@ def lookup_table(backends: Sequence[str], m: int = DEFAULT_TABLE_SIZE, seed: int
             nxt[i] += 1
             filled += 1
             if filled == m:
-                return table
+                return tuple(table)
