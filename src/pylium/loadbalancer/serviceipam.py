@@ -9,8 +9,10 @@ bitmaps in etcd).
 - `ServiceIPAM`: the operator component. For every Service it fills what is missing (objects
   written by other clients), assigns LoadBalancer IPs from the pools (`--lb-pool` CIDRs and
   `CiliumLoadBalancerIPPool` objects, Cilium's LB-IPAM) into `status.loadBalancer.ingress`,
-  frees what deleted services held, and on every resync drops ledger entries whose service is
-  gone (the API server's repair loop).
+  frees what deleted services held, and on every resync drops ledger entries whose service has
+  been gone for two passes (the API server's repair loop).
+- `admit(store, obj)` / `forget(store, kind, ns, name)`: the two calls the CLI's apply and
+  delete paths make (any kind; only Services are touched).
 """
 
 from __future__ import annotations
@@ -82,16 +84,14 @@ class ServiceLedger:
         """Free everything the service holds."""
         await self.change(lambda alloc: alloc.release(f"{namespace}/{name}"))
 
-    async def release_all_but(self, owners: set[str]) -> set[str]:
-        """Free what services not in `owners` (`ns/name`) hold; returns the freed owners."""
+    async def release_owners(self, owners: set[str]) -> None:
+        """Free what each of `owners` (`ns/name`) holds."""
 
-        def prune(alloc: Allocations) -> set[str]:
-            stale = alloc.owners() - owners
-            for owner in stale:
+        def prune(alloc: Allocations) -> None:
+            for owner in owners:
                 alloc.release(owner)
-            return stale
 
-        return await self.change(prune)
+        await self.change(prune)
 
     async def change(self, fn: Callable[[Allocations], T]) -> T:
         """Run `fn` on the recorded allocations and store them by CAS, retrying on a concurrent
@@ -179,6 +179,8 @@ class ServiceIPAM:
         self._resync_interval = resync_interval
         self._services = Reflector(store, "Service")
         self._lock = asyncio.Lock()
+        self._suspects: set[str] = set()
+        """Owners without a Service at the last resync."""
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
@@ -203,11 +205,19 @@ class ServiceIPAM:
             await asyncio.sleep(self._resync_interval)
 
     async def resync(self) -> None:
-        """Free what deleted services held, then retry every service."""
+        """Free what services deleted while nobody watched held, then retry every service.
+
+        An owner is freed only when it had no Service at two resyncs in a row: the CLI records
+        an allocation just *before* it creates the Service (the API server's repair loop waits
+        the same way before calling an allocation leaked)."""
         async with self._lock:
             owners = {owner_of(s) for s in self._services.items()}
-            for owner in await self.ledger.release_all_but(owners):
-                log.info("released the addresses of deleted service %s", owner)
+            missing = (await self.ledger.allocations()).owners() - owners
+            leaked = missing & self._suspects
+            self._suspects = missing - leaked
+            if leaked:
+                await self.ledger.release_owners(leaked)
+                log.info("released the addresses of deleted services %s", sorted(leaked))
         for svc in self._services.items():
             await self._reconcile(svc)
 
@@ -247,3 +257,18 @@ class ServiceIPAM:
                     continue
                 except NotFound:
                     return
+
+
+async def admit(store: Store, obj: Object, ranges: Ranges | None = None) -> Object:
+    """What the API server does to an object at create/update, for the CLI apply path: a
+    Service gets its ClusterIP and NodePorts (InvalidObject when a requested one is taken);
+    any other kind passes unchanged."""
+    if obj.get("kind") != "Service" or obj.get("apiVersion") != "v1":
+        return obj
+    return await ServiceLedger(store, ranges).allocate(obj)
+
+
+async def forget(store: Store, kind: str, namespace: str, name: str) -> None:
+    """What the API server frees after a delete, for the CLI delete path."""
+    if kind == "Service":
+        await ServiceLedger(store).release(namespace, name)

@@ -185,3 +185,14 @@ async def test_operator_component(store: SqliteStore) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_repair_waits_one_resync_before_freeing(store: SqliteStore) -> None:
+    """An allocation without a Service survives the first resync (it may be an apply in
+    flight) and is freed by the second."""
+    ipam = ServiceIPAM(store, resync_interval=3600)
+    await ipam.ledger.allocate(svc("inflight"))
+    await ipam.resync()
+    assert (await ipam.ledger.allocations()).cluster_ips == {"10.96.0.1": "test/inflight"}
+    await ipam.resync()
+    assert (await ipam.ledger.allocations()).cluster_ips == {}
