@@ -37,7 +37,7 @@ while True:
 
 CLIENT = """
 import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
 print(s.recv(100).decode())
 """
 
@@ -116,10 +116,10 @@ def objects(name: str, cluster_ip: str) -> list[dict[str, Any]]:
     ]
 
 
-def connect(node: str, ip: str, port: int) -> str:
+def connect(node: str, ip: str, port: int, timeout: float = 2.0) -> str:
     proc = subprocess.run(
         ["nsenter", f"--net=/var/run/netns/{node}", "--", sys.executable, "-c", CLIENT, ip,
-         str(port)],
+         str(port), str(timeout)],
         capture_output=True, text=True, timeout=10,
     )  # fmt: skip
     return proc.stdout.strip() if proc.returncode == 0 else f"failed: {proc.stderr.strip()}"
@@ -143,7 +143,7 @@ def test_clusterip_reaches_backend(mode: Mode, netns_pair: tuple[str, str], list
     table.upsert_service(svc)
     table.upsert_slice(eps)
 
-    assert connect(node, CLUSTER_IP, 80).startswith("failed")
+    assert connect(node, CLUSTER_IP, 80, timeout=0.3).startswith("failed")
     proxier.sync(table)
     listing = applier.listing(mode)
     if mode == Mode.NFTABLES:
