@@ -42,6 +42,8 @@ from pylium.loadbalancer.servicetable import ServiceTable
 CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
 SERVICE_CIDR = IPv4Network("10.96.0.0/16")
 UPDATE = os.environ.get("PYLIUM_UPDATE_GOLDENS") == "1"
+FAULT_EVERY = 3
+MAX_RETRIES = 3
 
 _SECTION = re.compile(r"^-- (\S+) --$", re.M)
 
@@ -67,12 +69,21 @@ class Archive:
 
 
 class Loaded:
-    """An applier that keeps what it was given (the kernel is exercised in tests/datapath)."""
+    """An applier that keeps what it was given (the kernel is exercised in tests/datapath)
+    and refuses every FAULT_EVERY-th load, as Cilium's script tests inject map faults, so the
+    proxier's fall-back to a full sync runs in every case."""
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int) -> None:
+        """`offset`: loads to count as done already (1: the second load fails)."""
         self.texts: list[str] = []
+        self.failures = 0
+        self._calls = offset
 
     def apply(self, mode: Mode, text: str) -> None:
+        self._calls += 1
+        if self._calls % FAULT_EVERY == 0:
+            self.failures += 1
+            raise RuntimeError("injected fault")
         self.texts.append(text)
 
 
@@ -96,12 +107,12 @@ class Run:
     def sync(self) -> None:
         if not self.proxiers:
             self.proxiers = [
-                (Proxier(mode, self.proxy_params(), Loaded()), self.table.subscribe())
+                (Proxier(mode, self.proxy_params(), Loaded(1)), self.table.subscribe())
                 for mode in Mode
             ]
         self.lb().sync(self.table.take_changes())
         for proxier, tracker in self.proxiers:
-            proxier.sync(self.table, tracker)
+            sync_with_retries(proxier, self.table, tracker)
 
     def lb(self) -> LBMaps:
         if self.maps is None:
@@ -186,14 +197,30 @@ def replay(path: Path, reverse: bool) -> list[str]:
             if run.iptables() != skeleton.iptables() or run.nftables() != skeleton.nftables():
                 run.mismatches.append(f"{where}: rules left beyond the skeleton")
             for proxier, tracker in run.proxiers:
-                proxier.sync(run.table, tracker)  # the deferred deletes
+                sync_with_retries(proxier, run.table, tracker)  # the deferred deletes
                 if proxier.services or proxier.pending_deletes:
                     run.mismatches.append(f"{where}: {proxier.mode} proxier still holds rules")
+                assert isinstance(proxier.applier, Loaded)
+                if not proxier.applier.failures or proxier.full_syncs < 2:
+                    run.mismatches.append(f"{where}: no injected fault reached {proxier.mode}")
         else:
             raise ValueError(f"{where}: unknown command {cmd!r}")
     if UPDATE and not reverse:
         path.write_text(archive.format())
     return run.mismatches
+
+
+def sync_with_retries(
+    proxier: Proxier, table: ServiceTable, tracker: ChangeTracker[ServiceName, ServiceState]
+) -> None:
+    """Sync until the (fault-injecting) applier takes it, as the agent's retry loop would."""
+    for _ in range(MAX_RETRIES):
+        try:
+            proxier.sync(table, tracker)
+            return
+        except RuntimeError:
+            continue
+    raise AssertionError(f"{proxier.mode} sync failed {MAX_RETRIES} times")
 
 
 def _kind(kind: str) -> str:

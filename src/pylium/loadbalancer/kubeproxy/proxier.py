@@ -47,7 +47,7 @@ class Proxier:
     def __init__(self, mode: Mode, params: ProxyParams, applier: Applier) -> None:
         self.mode = mode
         self.params = params
-        self._applier = applier
+        self.applier = applier
         self._needs_full = True
         self._ipt_chains: dict[ServiceName, set[str]] = {}
         self._nft: dict[ServiceName, nftables.ServiceObjects] = {}
@@ -111,7 +111,7 @@ class Proxier:
         text = iptables.restore_input(
             (sp for s in states.values() for sp in s.ports), self.params, port_names, stale
         )
-        self._applier.apply(self.mode, text)
+        self.applier.apply(self.mode, text)
         for name in touched:
             if name in chains:
                 self._ipt_chains[name] = chains[name]
@@ -125,7 +125,7 @@ class Proxier:
         if changed is None:
             new = {n: nftables.state_objects(s.ports, self.params) for n, s in states.items()}
             text = nftables.full_sync({str(n): o for n, o in new.items()}, self.params)
-            self._applier.apply(self.mode, text)
+            self.applier.apply(self.mode, text)
             self._nft, self._nft_delete_next = new, set()
             return text
         old = {n: self._nft[n] for n in changed if n in self._nft}
@@ -138,7 +138,7 @@ class Proxier:
             self._nft_delete_next,
         )
         if text:
-            self._applier.apply(self.mode, text)
+            self.applier.apply(self.mode, text)
         for name in changed:
             if name in new:
                 self._nft[name] = new[name]
