@@ -14,8 +14,10 @@ A case is a txtar archive: a script, then `-- name --` files. Script commands, o
     nftables FILE             the full nft -f input must equal FILE
     empty                     no service state, no map entry, no rule beyond the skeleton
 
-Objects are validated with `pylium.api.validate` first. Each `apply`/`delete` is one sync.
-With PYLIUM_UPDATE_GOLDENS=1 the compared files are rewritten from what was produced.
+Objects are validated with `pylium.api.validate` first. Each `apply`/`delete` is one sync of
+the LB maps and of an incremental iptables and nftables proxier each (their applier refuses every
+third load, so the full-sync recovery runs too); `empty` also requires both proxiers to hold
+nothing. With PYLIUM_UPDATE_GOLDENS=1 the compared files are rewritten from what was produced.
 """
 
 from __future__ import annotations
