@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from pylium import paths
 from pylium.agent.ciliumnode import IpamStatusPublisher
 from pylium.agent.rest import ApiBackend, RestServer
@@ -29,9 +31,13 @@ from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.endpoint import EndpointManager, EndpointParams
 from pylium.hubble.endpoints import EndpointsLookup
+from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
 from pylium.hubble.parser import FlowParser
+from pylium.hubble.server import GrpcParams, hubble_server
 from pylium.ipam import AddressWatcher, IpamMode
+from pylium.metrics.agent import AgentMetrics
+from pylium.metrics.server import MetricsParams, MetricsServer
 from pylium.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,10 @@ class AgentParams:
     ipam_gc_interval: float = 60.0
     ipam_gc_grace: float = 600.0
     status_interval: float = 0.5
+    hubble_listen: str | None = None
+    """The Observer gRPC API also on TCP (Hubble's ":4244"); always on <socket dir>/hubble.sock."""
+    metrics_listen: str | None = None
+    """Prometheus /metrics address (Cilium's ":9962"); None: not served."""
     on_step: Callable[[str], None] | None = None
     """Crash-test hook called at each named ADD step (see EndpointParams.on_step)."""
 
@@ -84,7 +94,22 @@ class Agent:
             else BpfDatapath(DatapathParams(params.bpf_dir, ct_gc_interval=params.ct_gc_interval))
         )
         self.backend = ApiBackend(node=params.node, mtu=params.mtu, state_dir=params.state_dir)
-        self._rest = RestServer(params.socket, self.backend)  # serves 503 until ready
+        self.registry = CollectorRegistry()
+        self.metrics = AgentMetrics(self.registry)
+        self._rest = RestServer(  # serves 503 until ready
+            params.socket, self.backend, middlewares=[self.metrics.api_middleware()]
+        )
+        self._flow_metrics = FlowMetrics(self.registry)
+        self._hubble = hubble_server(
+            GrpcParams(params.socket.parent / "hubble.sock", params.hubble_listen),
+            lambda: self._observer,
+            params.node,
+        )
+        self._metrics_server = (
+            MetricsServer(MetricsParams(params.metrics_listen), self.registry)
+            if params.metrics_listen is not None
+            else None
+        )
         # ControlPlane, built once the pod CIDR is known
         self._addresses: AddressWatcher | None = None
         self._publisher: IpamStatusPublisher | None = None
@@ -100,6 +125,16 @@ class Agent:
             raise RuntimeError("agent not started")
         return self._store
 
+    @property
+    def hubble_port(self) -> int:
+        """The bound Observer API TCP port once started; 0 without `hubble_listen`."""
+        return self._hubble.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound /metrics port once started (`metrics_listen` may ask for port 0)."""
+        return self._metrics_server.port if self._metrics_server is not None else None
+
     async def start(self) -> None:
         """Open infrastructure, serve, wait for the pod CIDR, restore endpoints, become ready."""
         p = self.params
@@ -109,6 +144,9 @@ class Agent:
         if isinstance(self._netlink, PyrouteNetlink):
             await self._netlink.start()
         await self._rest.start()
+        await self._hubble.start()  # UNAVAILABLE until the observer runs
+        if self._metrics_server is not None:
+            await self._metrics_server.start()
 
         self._addresses = AddressWatcher(self.store, p.node, p.ipam, p.state_dir / "ipam.json")
         ipam = await self._addresses.start()
@@ -133,6 +171,7 @@ class Agent:
             ipam,
             self._datapath,
         )
+        endpoints = self._endpoints
         await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
@@ -145,6 +184,9 @@ class Agent:
             FlowParser(lookup, p.node),
             self._open_events,
         )
+        self._flow_metrics.attach(self._observer)
+        self.metrics.sources.endpoints = lambda: len(endpoints.endpoints())
+        self.metrics.sources.datapath = self._datapath.metrics
         await self._observer.start()
         self.backend.datapath, self.backend.observer = self._datapath, self._observer
         self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
@@ -155,6 +197,9 @@ class Agent:
         self.backend.ipam = self.backend.endpoints = self.backend.datapath = None
         self.backend.observer = None
         await self._rest.stop()
+        await self._hubble.stop()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
         if self._observer is not None:
             await self._observer.stop()
         if self._publisher is not None:

@@ -2,6 +2,7 @@
 
     pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--bpf-dir DIR]
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
+                 [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
 it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
@@ -58,6 +59,17 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         help="the cluster's IPAM mode: pod CIDR from CiliumNode (cluster-pool), from Node"
         " (kubernetes), or the address list in CiliumNode.spec.ipam.pool (crd)",
     )
+    parser.add_argument(
+        "--hubble-listen",
+        metavar="HOST:PORT",
+        help="serve the Observer gRPC API on TCP too (Hubble's :4244); always on"
+        " <socket dir>/hubble.sock",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics there (Cilium's :9962); default: not served",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     crash_at = os.environ.get(CRASH_ENV)
@@ -74,6 +86,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         bpf_dir=args.bpf_dir or paths.bpffs_node_dir(args.node),
         mtu=args.mtu,
         ipam=IpamMode(args.ipam),
+        hubble_listen=args.hubble_listen,
+        metrics_listen=args.metrics_listen,
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
 

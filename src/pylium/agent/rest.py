@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from pylium.datapath.endpoints import Datapath
 from pylium.endpoint import (
@@ -158,12 +159,13 @@ def _attachment(request: web.Request) -> tuple[str, str] | None:
 class Api:
     """Route handlers over one `ApiBackend`."""
 
-    def __init__(self, backend: ApiBackend) -> None:
+    def __init__(self, backend: ApiBackend, middlewares: Sequence[Middleware] = ()) -> None:
         self._b = backend
+        self._middlewares = tuple(middlewares)
 
     def app(self) -> web.Application:
         """The aiohttp application with every route of docs/agent-api.md."""
-        app = web.Application(middlewares=[_errors_and_latency])
+        app = web.Application(middlewares=[*self._middlewares, _errors_and_latency])
         app.router.add_get("/v1/healthz", self.healthz)
         app.router.add_get("/v1/config", self.config)
         app.router.add_post("/v1/ipam", self.ipam_allocate)
@@ -303,9 +305,16 @@ class Api:
 class RestServer:
     """Serves `Api` on a unix socket. start() binds (replacing a stale socket), stop() closes."""
 
-    def __init__(self, socket_path: Path, backend: ApiBackend) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        backend: ApiBackend,
+        middlewares: Sequence[Middleware] = (),
+    ) -> None:
+        """`middlewares` wrap every request outside the error handling, so they see the
+        status code the client gets (the metrics' API latency histogram)."""
         self._socket = socket_path
-        self._api = Api(backend)
+        self._api = Api(backend, middlewares)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
