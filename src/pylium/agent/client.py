@@ -1,7 +1,10 @@
 """A synchronous client of the agent's REST API (docs/agent-api.md). Stdlib only.
 
 The CNI plugin and the CLI import it, so it must start fast: it imports nothing outside the
-standard library and opens one short connection per call.
+standard library and opens one short connection per call. It speaks the little HTTP/1.1 the
+agent needs itself (request line, headers, a Content-Length body; answers by Content-Length,
+chunked or to EOF): `http.client` drags in `email`, `ssl` and more, ~15 ms of a ~20 ms plugin
+start here.
 
 Exceptions::
 
@@ -11,16 +14,18 @@ Exceptions::
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict, cast
-from urllib.parse import quote, urlencode
+from typing import IO, Any, TypedDict, cast
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for an answer; ADD under load takes a while, kubelet's own timeout is longer."""
+
+_MAX_LINE = 65536
+"""Longest status or header line accepted (as http.client)."""
+_MAX_HEADERS = 100
 
 
 class AgentError(Exception):
@@ -109,22 +114,6 @@ class ConntrackEntry(TypedDict):
     flags: list[str]
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class AgentClient:
     """Typed calls to one agent over its unix socket."""
 
@@ -146,7 +135,7 @@ class AgentClient:
 
     def ipam_release(self, ip: str) -> None:
         """DELETE /v1/ipam/{ip}: free an address (success also when it was free)."""
-        self._call("DELETE", f"/v1/ipam/{quote(ip, safe='')}")
+        self._call("DELETE", f"/v1/ipam/{_quote(ip)}")
 
     def endpoints(self) -> list[Endpoint]:
         """GET /v1/endpoints."""
@@ -223,41 +212,156 @@ class AgentClient:
         """GET `path` and yield the body line by line as it arrives (NDJSON streams such as
         GET /v1/flows?follow=1). The timeout covers connecting and the answer's headers;
         the body may then take as long as the agent keeps streaming."""
-        conn = _UnixConnection(self.socket_path, self.timeout)
+        sock = self._connect()
+        reader = sock.makefile("rb")
         try:
             try:
-                conn.request("GET", path)
-                response = conn.getresponse()
-            except (OSError, http.client.HTTPException) as err:
+                _send(sock, "GET", path, None)
+                status, headers = _read_head(reader)
+                if status >= 400:
+                    raise _error_of(status, _read_body(reader, headers))
+                sock.settimeout(None)
+                yield from _body_lines(reader, headers)
+            except (OSError, _BadResponse) as err:
                 raise AgentUnreachable(self.socket_path, err) from err
-            if response.status >= 400:
-                raise _error_of(response.status, response.read())
-            if conn.sock is not None:
-                conn.sock.settimeout(None)
-            yield from iter(response.readline, b"")
         finally:
-            conn.close()
+            reader.close()
+            sock.close()
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        conn = _UnixConnection(self.socket_path, self.timeout)
+        sock = self._connect()
+        reader = sock.makefile("rb")
         try:
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as err:
-                raise AgentUnreachable(self.socket_path, err) from err
+            _send(sock, method, path, payload)
+            status, headers = _read_head(reader)
+            data = _read_body(reader, headers)
+        except (OSError, _BadResponse) as err:
+            raise AgentUnreachable(self.socket_path, err) from err
         finally:
-            conn.close()
-        if response.status >= 400:
-            raise _error_of(response.status, data)
+            reader.close()
+            sock.close()
+        if status >= 400:
+            raise _error_of(status, data)
         return json.loads(data) if data else None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError as err:
+            sock.close()
+            raise AgentUnreachable(self.socket_path, err) from err
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+class _BadResponse(Exception):
+    """The peer's answer is not HTTP/1.x as this client reads it."""
+
+
+def _send(sock: socket.socket, method: str, target: str, payload: bytes | None) -> None:
+    """One request; `Connection: close` so the agent ends the connection after its answer."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    if payload is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    elif method in ("POST", "PUT"):
+        head += "Content-Length: 0\r\n"
+    sock.sendall(head.encode("ascii") + b"\r\n" + (payload or b""))
+
+
+def _read_line(reader: IO[bytes]) -> bytes:
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise _BadResponse("line too long")
+    if not line:
+        raise _BadResponse("connection closed before the answer was complete")
+    return line
+
+
+def _read_head(reader: IO[bytes]) -> tuple[int, dict[str, str]]:
+    """The status code and the headers (names lower-cased; a repeated header's last value)."""
+    status_line = _read_line(reader).decode("latin-1")
+    version, _, rest = status_line.partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not code.isdigit():
+        raise _BadResponse(f"bad status line {status_line.strip()!r}")
+    headers: dict[str, str] = {}
+    for _ in range(_MAX_HEADERS + 1):
+        line = _read_line(reader).decode("latin-1")
+        if line in ("\r\n", "\n"):
+            return int(code), headers
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _BadResponse(f"bad header line {line.strip()!r}")
+        headers[name.strip().lower()] = value.strip()
+    raise _BadResponse(f"more than {_MAX_HEADERS} headers")
+
+
+def _read_body(reader: IO[bytes], headers: dict[str, str]) -> bytes:
+    """The whole body, framed by chunked encoding, Content-Length, or the end of the stream."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        return b"".join(_chunks(reader))
+    length = headers.get("content-length")
+    if length is None:
+        return reader.read()
+    if not length.isdigit():
+        raise _BadResponse(f"bad Content-Length {length!r}")
+    data = reader.read(int(length))
+    if len(data) != int(length):
+        raise _BadResponse(f"body ended after {len(data)} of {length} bytes")
+    return data
+
+
+def _chunks(reader: IO[bytes]) -> Iterator[bytes]:
+    """The data of each chunk of a chunked body as it arrives (trailers skipped)."""
+    while True:
+        size_field = _read_line(reader).split(b";", 1)[0].strip()
+        try:
+            size = int(size_field, 16)
+        except ValueError:
+            raise _BadResponse(f"bad chunk size {size_field!r}") from None
+        if size == 0:
+            while _read_line(reader) not in (b"\r\n", b"\n"):
+                pass
+            return
+        data = reader.read(size)
+        if len(data) != size or _read_line(reader) not in (b"\r\n", b"\n"):
+            raise _BadResponse("chunk cut short")
+        yield data
+
+
+def _body_lines(reader: IO[bytes], headers: dict[str, str]) -> Iterator[bytes]:
+    """The body line by line (each ending in a newline except maybe the last), as it arrives."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        pending = b""
+        for data in _chunks(reader):
+            *lines, pending = (pending + data).split(b"\n")
+            yield from (line + b"\n" for line in lines)
+        if pending:
+            yield pending
+    elif "content-length" in headers:
+        yield from _read_body(reader, headers).splitlines(keepends=True)
+    else:
+        yield from iter(reader.readline, b"")
+
+
+def _quote(text: str) -> str:
+    """Percent-encode everything but RFC 3986 unreserved characters (urllib's quote with
+    safe="", which costs an extra import)."""
+    return "".join(
+        c
+        if c.isascii() and (c.isalnum() or c in "-._~")
+        else "".join(f"%{b:02X}" for b in c.encode())
+        for c in text
+    )
 
 
 def _query(container_id: str, ifname: str) -> str:
-    return urlencode({"containerID": container_id, "ifname": ifname})
+    return f"containerID={_quote(container_id)}&ifname={_quote(ifname)}"
 
 
 def _error_of(status: int, data: bytes) -> AgentError:

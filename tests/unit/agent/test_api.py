@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TypeVar
 import pytest
 
 from pylium.agent.cells import Agent, AgentParams
-from pylium.agent.client import AgentClient, AgentError, AgentUnreachable, _UnixConnection
+from pylium.agent.client import AgentClient, AgentError, AgentUnreachable
 from pylium.store import Store, open_store
 from tests.support import eventually
 from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
@@ -234,13 +235,15 @@ async def test_flows_are_served_from_the_pinned_event_ring(ready):
 
 def raw_put(sock: Path, body: bytes) -> tuple[int, dict]:
     """PUT /v1/endpoints with a body the typed client would never send."""
-    conn = _UnixConnection(sock, 5)
-    try:
-        conn.request("PUT", "/v1/endpoints", body=body)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(sock))
+        head = "PUT /v1/endpoints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head += f"Content-Length: {len(body)}"
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    head_bytes, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head_bytes.split()[1]), json.loads(payload)
 
 
 async def test_malformed_bodies_are_invalid_config(ready):
