@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -24,11 +25,16 @@ from pylium.datapath.errors import BpfError, NotSupported
 from pylium.datapath.loader import Program
 from pylium.paths import NETNS_DIR
 
+log = logging.getLogger(__name__)
+
 
 class AttachType(IntEnum):
     """enum bpf_attach_type values pylium uses (Debian's 6.1 headers lack the tcx ones)."""
 
     CGROUP_INET4_CONNECT = 10
+    CGROUP_UDP4_SENDMSG = 14
+    CGROUP_UDP4_RECVMSG = 19
+    CGROUP_INET4_GETPEERNAME = 29
     XDP = 37
     TCX_INGRESS = 46
     TCX_EGRESS = 47
@@ -149,6 +155,49 @@ def attach_tcx(ifindex: int, program: Program, direction: Direction) -> Link:
     if ret < 0:
         raise BpfError(-ret, f"attach tcx {direction.value} of {program.name} to ifindex {ifindex}")
     return Link(ret)
+
+
+def ensure_pinned_tcx(pin: Path, ifindex: int, program: Program, direction: Direction) -> None:
+    """Make `program` the one attached to `direction` of `ifindex` by the link pinned at `pin`.
+
+    Idempotent: a pin still on that device gets the program swapped in if it differs
+    (`bpf_link_update`, atomic: no packet passes without a program; the restart path); a
+    defunct pin (its device was deleted) or one on another device is replaced by a new attach.
+    """
+    if pin.exists():
+        with Link.from_pin(pin) as link:
+            info = link.info()
+            if info.ifindex == ifindex:
+                if info.prog_id != program.id:
+                    link.update(program)
+                return
+            log.warning("replacing link %s: its device is gone", pin)
+            _detach_quietly(link)
+            pin.unlink()
+    with attach_tcx(ifindex, program, direction) as link:
+        link.pin(pin)  # if this fails, closing the unpinned link detaches it
+
+
+def remove_pinned(pin: Path) -> None:
+    """Detach and unpin the link pinned at `pin`; no pin is success."""
+    try:
+        link = Link.from_pin(pin)
+    except BpfError as err:
+        if err.errno == errno.ENOENT:
+            return
+        raise
+    with link:
+        _detach_quietly(link)
+    pin.unlink(missing_ok=True)
+
+
+def _detach_quietly(link: Link) -> None:
+    """Detach now (unpinning alone frees the link lazily); a defunct link is already off."""
+    try:
+        link.detach()
+    except BpfError as err:
+        if err.errno not in (errno.ENOLINK, errno.ENODEV, errno.ENOENT):
+            raise
 
 
 def tcx_programs(ifindex: int, direction: Direction, max_progs: int = 64) -> list[int]:

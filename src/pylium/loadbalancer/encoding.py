@@ -32,9 +32,10 @@ value 12 bytes (`struct lb4_service`)::
 
 `pylium_lb_affinity_match` (hash), key 8 bytes `{__u32 backend_id; __u16 rev_nat_id;
 __u16 pad}`, value `__u8` 0: the backends a service's affinity entries may point at. The
-affinity entries themselves (`pylium_lb4_affinity`, LRU, key `{__u32 client_ip; __u16
-rev_nat_id; __u16 pad}`, value `{__u64 last_used; __u32 backend_id; __u32 pad}`) are written
-by the datapath, never by the agent.
+affinity entries themselves (`pylium_lb4_affinity`, LRU, key `{__u64 client_id; __u16
+rev_nat_id; __u8 netns; __u8 pad[5]}` where client_id is the netns cookie (socket LB, netns=1)
+or the client IPv4 (per-packet LB, netns=0), value `{__u64 last_used; __u32 backend_id; __u32
+pad}`) are written by the datapath, never by the agent (bpf/lib/lb.h).
 
 `pylium_lb4_maglev` (hash of maps), key `__u16 rev_nat_index` -> inner array map with one
 element: `__u32 backend_ids[M]` (M = table size, the same for every service of a node).

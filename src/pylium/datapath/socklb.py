@@ -1,0 +1,198 @@
+"""Socket-level load balancing: `sock.o` (bpf/sock.c) on a node's cgroup, and the LB maps it
+reads.
+
+`SockLB.load(pin_dir, cgroup)` loads the four cgroup programs (connect4, sendmsg4, recvmsg4,
+getpeername4) with their maps pinned by name under the node's pin directory (maps already
+pinned there are re-used, so a restart keeps the services), and attaches them to the cgroup
+with links pinned as `<pin_dir>/links/sock_<hook>`. On restart a pinned link gets the freshly
+loaded program swapped in (`bpf_link_update`, no gap); one that fails to update is replaced.
+
+The agent writes the maps only through `apply(MapDelta)` (in the order that never leaves a
+slot naming a missing backend or a service without its reverse-NAT entry) and `prune(desired)`
+(the full content, e.g. `LBMaps.encoded()`: rewrites what differs, deletes what is extra).
+The Maglev map is not in the datapath yet: its entries are skipped (socket LB picks a random
+slot).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pylium.datapath import libbpf
+from pylium.datapath.errors import BpfError
+from pylium.datapath.links import AttachType, Link, attach_cgroup
+from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec
+from pylium.datapath.maps import RawMap
+from pylium.loadbalancer.lbmaps import AFFINITY_MATCH, BACKENDS, MAGLEV, REVNAT, SERVICES, MapDelta
+
+log = logging.getLogger(__name__)
+
+MAP_NAMES = {
+    SERVICES: "pylium_lb4_services",
+    BACKENDS: "pylium_lb4_backends",
+    REVNAT: "pylium_lb4_reverse_nat",
+    AFFINITY_MATCH: "pylium_lb_affinity_match",
+}
+"""The agent-owned LB maps (lbmaps name -> pinned map name)."""
+MAP_REVERSE_SK = "pylium_lb4_reverse_sk"
+MAP_AFFINITY = "pylium_lb4_affinity"
+
+HOOKS = {
+    "connect4": ("sock4_connect", AttachType.CGROUP_INET4_CONNECT),
+    "sendmsg4": ("sock4_sendmsg", AttachType.CGROUP_UDP4_SENDMSG),
+    "recvmsg4": ("sock4_recvmsg", AttachType.CGROUP_UDP4_RECVMSG),
+    "getpeername4": ("sock4_getpeername", AttachType.CGROUP_INET4_GETPEERNAME),
+}
+LINKS_DIR = "links"
+
+_UPSERT_ORDER = (BACKENDS, REVNAT, SERVICES, AFFINITY_MATCH)
+"""Referenced entries before the entries that refer to them."""
+_DELETE_ORDER = (AFFINITY_MATCH, SERVICES, REVNAT, BACKENDS)
+
+CGROUP2_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+
+
+class RootCgroupRefused(ValueError):
+    """Attaching to the cgroup v2 root needs an explicit `allow_root=True`."""
+
+
+def link_pin(pin_dir: Path, hook: str) -> Path:
+    """Where the link of one hook is pinned."""
+    return pin_dir / LINKS_DIR / f"sock_{hook}"
+
+
+class SockLB:
+    """The loaded socket-LB programs, their maps and cgroup links; `close` keeps the pins."""
+
+    def __init__(self, coll: Collection, links: dict[str, Link]) -> None:
+        self._coll = coll
+        self.links = links
+        self.maps: dict[str, RawMap] = {m: coll.maps[name] for m, name in MAP_NAMES.items()}
+        self.reverse_sk: RawMap = coll.maps[MAP_REVERSE_SK]
+
+    @classmethod
+    def load(
+        cls,
+        pin_dir: Path,
+        cgroup: Path,
+        obj_dir: Path = OBJ_DIR,
+        allow_root: bool = False,
+    ) -> SockLB:
+        """Load sock.o with maps pinned under `pin_dir` and attach it to `cgroup`."""
+        if not allow_root and Path(os.path.realpath(cgroup)) in CGROUP2_ROOTS:
+            raise RootCgroupRefused(f"{cgroup} is the cgroup v2 root")
+        with ExitStack() as stack:
+            coll = stack.enter_context(ObjectSpec.from_file(obj_dir / "sock.o").load(pin_dir))
+            links: dict[str, Link] = {}
+            (pin_dir / LINKS_DIR).mkdir(parents=True, exist_ok=True)
+            for hook, (prog_name, attach) in HOOKS.items():
+                link = _attach(coll, prog_name, attach, cgroup, link_pin(pin_dir, hook))
+                stack.callback(link.close)
+                links[hook] = link
+            stack.pop_all()
+            return cls(coll, links)
+
+    def detach(self) -> None:
+        """Take the programs off the cgroup and remove the link pins (the maps stay)."""
+        for link in self.links.values():
+            link.detach()
+            link.unpin()
+
+    def apply(self, delta: MapDelta) -> None:
+        """Write one delta: upserts in reference order, then deletes in reverse order (a
+        missing key is success)."""
+        for m in _UPSERT_ORDER:
+            for key, value in sorted(delta.upserts[m].items()):
+                _update(self.maps[m], key, value)
+        for m in _DELETE_ORDER:
+            for key in sorted(delta.deletes[m]):
+                _delete(self.maps[m], key)
+        if delta.upserts[MAGLEV] or delta.deletes[MAGLEV]:
+            log.debug("maglev entries skipped: not in the socket LB datapath")
+
+    def contents(self) -> dict[str, dict[bytes, bytes]]:
+        """Every agent-owned map as it is in the kernel."""
+        return {m: dict(_items(raw)) for m, raw in self.maps.items()}
+
+    def prune(self, desired: Mapping[str, Mapping[bytes, bytes]]) -> MapDelta:
+        """Make the maps equal `desired` (MAGLEV ignored); returns what was changed."""
+        have = self.contents()
+        delta = MapDelta()
+        for m in MAP_NAMES:
+            want = desired.get(m, {})
+            delta.upserts[m] = {k: v for k, v in want.items() if have[m].get(k) != v}
+            delta.deletes[m] = set(have[m]) - set(want)
+        self.apply(delta)
+        return delta
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()
+        self._coll.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _attach(coll: Collection, prog_name: str, attach: AttachType, cgroup: Path, pin: Path) -> Link:
+    program = coll.program(prog_name)
+    if pin.exists():
+        link = Link.from_pin(pin)
+        try:
+            link.update(program)
+            return link
+        except BpfError as e:  # e.g. the cgroup was removed: attach anew
+            log.info("replacing link %s: %s", pin, e)
+            link.unpin()
+            link.close()
+    link = attach_cgroup(cgroup, program, attach)
+    link.pin(pin)
+    return link
+
+
+def _update(raw: RawMap, key: bytes, value: bytes) -> None:
+    _check_sizes(raw, key, value)
+    libbpf.check(libbpf.lib().bpf_map_update_elem(raw.fd, key, value, 0), f"update {raw.name}")
+
+
+def _delete(raw: RawMap, key: bytes) -> None:
+    ret = libbpf.lib().bpf_map_delete_elem(raw.fd, key)
+    if ret != -errno.ENOENT:
+        libbpf.check(ret, f"delete from {raw.name}")
+
+
+def _check_sizes(raw: RawMap, key: bytes, value: bytes) -> None:
+    if len(key) != raw.info.key_size or len(value) != raw.info.value_size:
+        raise BpfError(
+            errno.EINVAL,
+            f"map {raw.name}: entry {len(key)}/{len(value)} bytes,"
+            f" kernel has {raw.info.key_size}/{raw.info.value_size}",
+        )
+
+
+def _items(raw: RawMap) -> Iterator[tuple[bytes, bytes]]:
+    lib = libbpf.lib()
+    prev: ctypes.Array[ctypes.c_char] | None = None
+    while True:
+        key = ctypes.create_string_buffer(raw.info.key_size)
+        ret = lib.bpf_map_get_next_key(raw.fd, prev, key)
+        if ret == -errno.ENOENT:
+            return
+        libbpf.check(ret, f"iterate {raw.name}")
+        value = ctypes.create_string_buffer(raw.info.value_size)
+        if lib.bpf_map_lookup_elem(raw.fd, key, value) == 0:
+            yield key.raw, value.raw
+        prev = key

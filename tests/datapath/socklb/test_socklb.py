@@ -1,0 +1,228 @@
+"""Socket LB for real: sock.o on a test cgroup, its maps filled by the ServiceLB component from
+a Service and its EndpointSlices on a sqlite store. A process moved into the cgroup (running in
+a scratch netns whose loopback holds the backends on 127.0.0.2/.3) reaches a backend through
+the ClusterIP, sees the ClusterIP as its peer and as the source of UDP replies, and gets
+ECONNREFUSED from a service without endpoints; a process outside the cgroup is untouched.
+
+Everything is test-owned: netns `pyl-tk-<random>`, cgroup and pins `.../pylium/tk-<random>`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pylium.datapath.socklb import HOOKS, RootCgroupRefused, SockLB, link_pin
+from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
+from pylium.operator.endpointslices import desired_slices
+from pylium.paths import BPFFS_ROOT, CGROUP_ROOT
+from pylium.store import Object
+from pylium.store.sqlite import SqliteStore
+from tests.support import eventually
+
+pytestmark = pytest.mark.root
+
+NODE = "tk-node1"
+CLUSTER_IP, EMPTY_IP = "10.96.0.10", "10.96.0.11"
+BACKENDS = ("127.0.0.2", "127.0.0.3")
+
+SERVER = """
+import socket, sys, threading
+def tcp(ip):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, 8080)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(ip.encode()); c.close()
+def udp(ip):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, 5353))
+    while True:
+        data, peer = s.recvfrom(100); s.sendto(ip.encode(), peer)
+for ip in sys.argv[1:]:
+    for f in (tcp, udp):
+        threading.Thread(target=f, args=(ip,), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+CLIENT = """
+import errno, json, socket, sys
+out = {}
+try:
+    s = socket.create_connection((sys.argv[1], 80), timeout=2)
+    out["tcp"] = s.recv(100).decode(); out["peer"] = s.getpeername()[0]; s.close()
+except OSError as e:
+    out["tcp_errno"] = e.errno
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+try:
+    u.sendto(b"hi", (sys.argv[1], 53))
+    data, src = u.recvfrom(100); out["udp"] = data.decode(); out["udp_src"] = list(src)
+except OSError as e:
+    out["udp_errno"] = e.errno
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[str, Path, Path]]:
+    """(netns, cgroup, pin dir), all named tk-<random>, removed afterwards."""
+    tag = f"tk-{secrets.token_hex(4)}"
+    netns, cgroup, pins = f"pyl-{tag}", CGROUP_ROOT / tag, BPFFS_ROOT / tag
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        cgroup.mkdir(parents=True)
+        yield netns, cgroup, pins
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)  # unpinning the links detaches them
+        if cgroup.exists():
+            cgroup.rmdir()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+@pytest.fixture
+def servers(lab: tuple[str, Path, Path]) -> Iterator[None]:
+    netns = lab[0]
+    with subprocess.Popen(
+        ["nsenter", f"--net=/var/run/netns/{netns}", "--", sys.executable, "-c", SERVER,
+         *BACKENDS],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            proc.kill()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.db", poll_interval=0.01)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def service(name: str, cluster_ip: str) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": {
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "selector": {"app": name},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"},
+            ],
+        },
+    }
+
+
+def pod(name: str, app: str, ip: str) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "test", "labels": {"app": app}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip,
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }  # fmt: skip
+
+
+async def fill(store: SqliteStore) -> None:
+    """Service `web` with both backends, service `empty` with none, and their slices."""
+    web, empty = service("web", CLUSTER_IP), service("empty", EMPTY_IP)
+    pods = [pod(f"web-{i}", "web", ip) for i, ip in enumerate(BACKENDS)]
+    for svc in (web, empty):
+        await store.create(svc)
+        for sl in desired_slices(svc, pods) or []:
+            await store.create(sl)
+
+
+def client(netns: str, cgroup: Path | None, target: str) -> dict[str, Any]:
+    """Run CLIENT in the netns, inside `cgroup` if given."""
+    run = f"exec nsenter --net=/var/run/netns/{netns} -- {sys.executable} -I -c '{CLIENT}' {target}"
+    if cgroup is not None:
+        run = f"echo $$ > {cgroup}/cgroup.procs && {run}"
+    done = subprocess.run(["sh", "-c", run], capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+async def test_socket_lb_translates_for_the_cgroup_only(lab, servers, store) -> None:
+    netns, cgroup, pins = lab
+    with SockLB.load(pins, cgroup) as sock:
+        component = ServiceLB(ServiceLBParams(NODE), store, sock)
+        await component.start()
+        try:
+            await fill(store)
+
+            async def filled() -> bool:
+                # web: 2 ports x (slot 0 + 2 backends); empty: 2 ports x slot 0
+                return len(sock.contents()["services"]) == 8
+
+            await eventually(filled)
+        finally:
+            await component.stop()
+
+        seen = set()
+        for _ in range(12):
+            out = client(netns, cgroup, CLUSTER_IP)
+            assert out["tcp"] in BACKENDS
+            assert out["peer"] == CLUSTER_IP  # getpeername4
+            assert out["udp"] in BACKENDS
+            assert out["udp_src"] == [CLUSTER_IP, 53]  # recvmsg4
+            seen.add(out["tcp"])
+            if seen == set(BACKENDS):
+                break
+        assert seen == set(BACKENDS)  # random slots reach both backends
+
+        refused = client(netns, cgroup, EMPTY_IP)
+        assert refused["tcp_errno"] == 111  # ECONNREFUSED, not EPERM
+        assert refused["udp_errno"] == 111
+
+        # Outside the cgroup nothing is translated: the ClusterIP has no route in the netns.
+        outside = client(netns, None, CLUSTER_IP)
+        assert outside["tcp_errno"] == 101  # ENETUNREACH
+        assert "udp" not in outside
+
+
+async def test_a_restart_reuses_pins_and_prunes_stale_entries(lab, store) -> None:
+    netns, cgroup, pins = lab
+    with SockLB.load(pins, cgroup) as sock:
+        sock.prune({"backends": {b"\x07\x00\x00\x00": bytes(12)}})  # an entry nobody wants
+        first_ids = {hook: link.info().id for hook, link in sock.links.items()}
+    assert all(link_pin(pins, hook).exists() for hook in HOOKS)
+    with SockLB.load(pins, cgroup) as sock:
+        # Same links (updated in place), same maps (the stale backend survived the restart).
+        assert {hook: link.info().id for hook, link in sock.links.items()} == first_ids
+        assert b"\x07\x00\x00\x00" in sock.contents()["backends"]
+        component = ServiceLB(ServiceLBParams(NODE), store, sock)
+        await component.start()
+        try:
+            await fill(store)
+
+            async def pruned() -> bool:
+                have = sock.contents()
+                return len(have["services"]) == 8 and b"\x07\x00\x00\x00" not in have["backends"]
+
+            await eventually(pruned)
+        finally:
+            await component.stop()
+        sock.detach()
+    assert not any(link_pin(pins, hook).exists() for hook in HOOKS)
+    assert client(netns, cgroup, CLUSTER_IP)["tcp_errno"] == 101  # detached: untranslated
+
+
+def test_the_root_cgroup_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RootCgroupRefused):
+        SockLB.load(tmp_path, Path("/sys/fs/cgroup/unified"))
