@@ -40,6 +40,10 @@ class DropReason(IntEnum):
     """"No matching local container found": a pod-CIDR address without an endpoint."""
     CT_CREATE_FAILED = 155
     """"CT: Map insertion failed"."""
+    NAT_NO_MAPPING = 167
+    """"No mapping for NAT masquerade": no free port (or the NAT map refused the entry)."""
+    NAT_UNSUPP_PROTO = 168
+    """"Unsupported protocol for NAT masquerade": not TCP, UDP or ICMP echo, or a fragment."""
 
 
 class TracePoint(IntEnum):

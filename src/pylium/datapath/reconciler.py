@@ -29,7 +29,6 @@ last reference); `pylium lab down` does that per node.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
@@ -44,7 +43,7 @@ from pylium.datapath.conntrack import CtFlags, TupleFlags
 from pylium.datapath.endpoints import CtSample, EndpointRow, MetricSample
 from pylium.datapath.errors import BpfError
 from pylium.datapath.links import Direction as Hook
-from pylium.datapath.links import Link, attach_tcx
+from pylium.datapath.links import Link, ensure_pinned_tcx, remove_pinned
 from pylium.datapath.loader import Program
 from pylium.datapath.lxc import (
     MAP_EVENTS,
@@ -159,20 +158,8 @@ class BpfDatapath:
         return self.objs.from_container if hook is Hook.INGRESS else self.objs.to_container
 
     def _ensure_link(self, row: EndpointRow, hook: Hook) -> None:
-        program = self._program(hook)
         pin = self.link_pin(row.host_ifname, hook)
-        if pin.exists():
-            with Link.from_pin(pin) as link:
-                info = link.info()
-                if info.ifindex == row.host_ifindex:
-                    if info.prog_id != program.id:
-                        link.update(program)  # atomic swap: the restart path
-                    return
-                log.warning("replacing link %s: its device is gone", pin)
-                _detach(link)
-                pin.unlink()
-        with attach_tcx(row.host_ifindex, program, hook) as link:
-            link.pin(pin)  # if this fails, closing the unpinned link detaches it
+        ensure_pinned_tcx(pin, row.host_ifindex, self._program(hook), hook)
 
     async def delete(self, row: EndpointRow) -> None:
         # Unpinning drops the links' last reference: the kernel detaches them shortly after
@@ -203,7 +190,7 @@ class BpfDatapath:
         for pin in stale_pins:
             log.info("pruning link %s", pin.name)
             try:
-                _remove_link(pin)
+                remove_pinned(pin)
             except OSError as err:
                 errors.append(err)
         for ip_key in stale_ips:
@@ -300,25 +287,3 @@ class BpfDatapath:
 
 _SCOPES = {TupleFlags.OUT: "egress", TupleFlags.IN: "ingress"}
 """Conntrack scopes by the direction their program sees (as the metrics' directions)."""
-
-
-def _detach(link: Link) -> None:
-    """Detach now (unpinning alone frees the link lazily); a defunct link is already off."""
-    try:
-        link.detach()
-    except BpfError as err:
-        if err.errno not in (errno.ENOLINK, errno.ENODEV, errno.ENOENT):
-            raise
-
-
-def _remove_link(pin: Path) -> None:
-    """Detach and unpin the link pinned at `pin`; no pin is success."""
-    try:
-        link = Link.from_pin(pin)
-    except BpfError as err:
-        if err.errno == errno.ENOENT:
-            return
-        raise
-    with link:
-        _detach(link)
-    pin.unlink(missing_ok=True)
