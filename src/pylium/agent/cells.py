@@ -29,6 +29,7 @@ from pylium.datapath.endpoints import Datapath
 from pylium.datapath.lxc import MAP_EVENTS
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
+from pylium.datapath.socklb import SockLB
 from pylium.endpoint import EndpointManager, EndpointParams
 from pylium.hubble.endpoints import EndpointsLookup
 from pylium.hubble.metrics import FlowMetrics
@@ -36,6 +37,7 @@ from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedR
 from pylium.hubble.parser import FlowParser
 from pylium.hubble.server import GrpcParams, hubble_server
 from pylium.ipam import AddressWatcher, IpamMode
+from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.metrics.agent import AgentMetrics
 from pylium.metrics.server import MetricsParams, MetricsServer
 from pylium.store import Store, open_store
@@ -64,6 +66,12 @@ class AgentParams:
     """The Observer gRPC API also on TCP (Hubble's ":4244"); always on <socket dir>/hubble.sock."""
     metrics_listen: str | None = None
     """Prometheus /metrics address (Cilium's ":9962"); None: not served."""
+    kube_proxy_replacement: bool = False
+    """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
+    no service handling in the agent (the kube-proxy Proxier mode is not wired yet)."""
+    cgroup: Path | None = None
+    """The cgroup v2 directory socket LB attaches to (the lab's node cgroup; required with
+    `kube_proxy_replacement`)."""
     on_step: Callable[[str], None] | None = None
     """Crash-test hook called at each named ADD step (see EndpointParams.on_step)."""
 
@@ -83,6 +91,8 @@ class Agent:
         real ones; tests pass fakes."""
         if not params.node:
             raise ValueError("node name must not be empty")
+        if params.kube_proxy_replacement and params.cgroup is None:
+            raise ValueError("kube-proxy replacement needs the cgroup to attach socket LB to")
         self.params = params
         # Infrastructure
         self._store = store
@@ -116,6 +126,8 @@ class Agent:
         self._endpoints: EndpointManager | None = None
         self._datapath_started = False
         self._open_events = open_events
+        self._sock_lb: SockLB | None = None
+        self._service_lb: ServiceLB | None = None
         self._observer: Observer | None = None
 
     @property
@@ -157,6 +169,11 @@ class Agent:
         # crd mode has no pod CIDR: router/32 makes the datapath's "not a local pod" drop moot
         await self._datapath.start(str(ipam.router_ip), str(ipam.cidr or f"{ipam.router_ip}/32"))
         self._datapath_started = True
+        if p.kube_proxy_replacement and p.cgroup is not None:
+            # Socket LB: a connect() to a service from any pod of the node goes to a backend.
+            self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup)
+            self._service_lb = ServiceLB(ServiceLBParams(p.node), self.store, self._sock_lb)
+            await self._service_lb.start()
 
         self._endpoints = EndpointManager(
             EndpointParams(
@@ -208,6 +225,12 @@ class Agent:
             await self._endpoints.stop()
         if self._addresses is not None:
             await self._addresses.stop()
+        if self._service_lb is not None:
+            await self._service_lb.stop()
+            self._service_lb = None
+        if self._sock_lb is not None:
+            self._sock_lb.close()  # fds only: the pinned maps and cgroup links stay
+            self._sock_lb = None
         if self._datapath_started:
             await self._datapath.stop()  # closes fds only: pinned maps and links stay
             self._datapath_started = False

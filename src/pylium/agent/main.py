@@ -3,6 +3,7 @@
     pylium-agent --node NAME --store URL [--socket PATH] [--state-dir DIR] [--bpf-dir DIR]
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
+                 [--kube-proxy-replacement true|false] [--cgroup PATH]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
 it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
@@ -70,8 +71,24 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         metavar="HOST:PORT",
         help="serve Prometheus /metrics there (Cilium's :9962); default: not served",
     )
+    parser.add_argument(
+        "--kube-proxy-replacement",
+        choices=["true", "false"],
+        default="false",
+        help="true: Services in eBPF (socket LB on --cgroup); false (default): the agent"
+        " leaves Services alone (the kube-proxy iptables/nftables mode is not wired yet)",
+    )
+    parser.add_argument(
+        "--cgroup",
+        type=Path,
+        help="cgroup v2 directory socket LB attaches to: the lab's node cgroup (on a real"
+        " node the cgroup v2 root); required with --kube-proxy-replacement true",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
+    kube_proxy_replacement = args.kube_proxy_replacement == "true"
+    if kube_proxy_replacement and args.cgroup is None:
+        parser.error("--kube-proxy-replacement true needs --cgroup")
     crash_at = os.environ.get(CRASH_ENV)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -88,6 +105,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         ipam=IpamMode(args.ipam),
         hubble_listen=args.hubble_listen,
         metrics_listen=args.metrics_listen,
+        kube_proxy_replacement=kube_proxy_replacement,
+        cgroup=args.cgroup,
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
 

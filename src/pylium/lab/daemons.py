@@ -41,6 +41,10 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         node.agentSocket,
         "--state-dir",
         str(paths.agent_state_dir(node.name)),
+        "--kube-proxy-replacement",
+        "true",
+        "--cgroup",
+        node.cgroup,
         "--mtu",
         str(lab.mtu),
     ]
