@@ -253,8 +253,9 @@ class BpfMasquerade:
         config = NatConfig(self.node_ip, p.native_routing_cidr, p.port_min, p.port_max)
         self._objs = NetdevObjects.load(config, pin_dir=p.pin_dir)
         self.links_dir.mkdir(exist_ok=True)
-        # A tcx attach waits for an RCU grace period: off the event loop.
-        await asyncio.to_thread(self._attach, ifindex)
+        # In this thread, not a worker's: the ifindex is only valid in this thread's netns
+        # (tests enter it per thread); two attaches once per start are worth the ~25 ms.
+        self._attach(ifindex)
         log.info(
             "masquerading to %s on %s (ports %d-%d), except to %s",
             self.node_ip,
