@@ -4,9 +4,14 @@
  * Path: identify the endpoint by the device ifindex; pass ARP; drop what is not IPv4 or not
  * addressed to the endpoint; track the connection (ingress scope, so replies to the pod's own
  * connections are recognised); count and deliver. Ingress policy will sit here.
+ *
+ * The source identity comes from the mark when the overlay (from the VNI) or a local
+ * from-container set it, else from the ipcache (native routing, the host stack).
  */
 #include "common.h"
 #include "lib/ct.h"
+#include "lib/encap.h"
+#include "lib/ipcache.h"
 #include "lib/ipv4.h"
 #include "lib/verdict.h"
 
@@ -19,6 +24,7 @@ int to_container(struct __sk_buff *ctx)
 	__u32 ifindex = ctx->ifindex;
 	struct endpoint_info *ep = bpf_map_lookup_elem(&pylium_lxc_if, &ifindex);
 	struct ipv4_flow flow;
+	__u32 src_identity = take_identity_mark(ctx);
 	__u8 ct_status;
 	int report;
 
@@ -33,6 +39,8 @@ int to_container(struct __sk_buff *ctx)
 		return send_drop(ctx, ep->lxc_id, DROP_UNKNOWN_L3, METRIC_INGRESS, NULL);
 	if (ipv4_parse(ctx, &flow) < 0)
 		return send_drop(ctx, ep->lxc_id, DROP_INVALID, METRIC_INGRESS, NULL);
+	flow.src_identity = src_identity ? src_identity : ipcache_identity4(flow.saddr);
+	flow.dst_identity = ep->sec_identity;
 	if (flow.daddr != ep->ip4)
 		return send_drop(ctx, ep->lxc_id, DROP_NO_LXC, METRIC_INGRESS, &flow);
 	if (ct4_process(ctx, &flow, TUPLE_F_IN, &ct_status, &report) < 0)

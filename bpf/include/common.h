@@ -25,6 +25,7 @@ struct endpoint_info {
 	__be32 ip4;		   /* the pod's address */
 	__u8 mac[ETH_ALEN];	   /* the pod's MAC (inside the pod) */
 	__u8 node_mac[ETH_ALEN];   /* the host-side veth MAC, which answers for the router */
+	__u32 sec_identity;	   /* the pod's security identity (from the ipcache) */
 };
 
 struct endpoint_key {

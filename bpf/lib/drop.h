@@ -9,6 +9,8 @@
 #define DROP_UNKNOWN_L3 139	   /* "Unsupported L3 protocol" */
 #define DROP_NO_LXC 152		   /* "No matching local container found" */
 #define DROP_CT_CREATE_FAILED 155  /* "CT: Map insertion failed" */
+#define DROP_NO_TUNNEL_ENDPOINT 160 /* "No tunnel/encapsulation endpoint (datapath BUG!)" */
+#define DROP_INVALID_IDENTITY 171  /* "Invalid identity" */
 
 /* Notification types (Cilium's CILIUM_NOTIFY_*). */
 #define NOTIFY_DROP 1
@@ -17,3 +19,5 @@
 /* Trace observation points (Cilium's TRACE_*). */
 #define TRACE_TO_LXC 0
 #define TRACE_TO_STACK 3
+#define TRACE_TO_OVERLAY 4
+#define TRACE_FROM_OVERLAY 9

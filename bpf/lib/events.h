@@ -14,11 +14,13 @@ struct pylium_event {
 	__u8 reason;	  /* trace: conntrack status (CT_NEW, CT_ESTABLISHED, CT_REPLY) */
 	__u8 proto;
 	__u8 dir;	  /* METRIC_INGRESS or METRIC_EGRESS */
-	__u8 pad;
+	__u8 tcp_flags;	  /* the TCP flags byte, 0 for other protocols */
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
+	__u32 src_identity; /* security identity of the source, 0 = unknown */
+	__u32 dst_identity; /* security identity of the destination, 0 = unknown */
 };
 
 struct {
@@ -46,6 +48,9 @@ static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 su
 		ev.daddr = flow->daddr;
 		ev.sport = flow->sport;
 		ev.dport = flow->dport;
+		ev.tcp_flags = flow->tcp_flags;
+		ev.src_identity = flow->src_identity;
+		ev.dst_identity = flow->dst_identity;
 	}
 	/* A full ring (nobody reading) loses the event, never the packet. */
 	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);

@@ -19,6 +19,10 @@ struct ipv4_flow {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* the TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 ACK=0x10) */
+	/* Security identities of both ends, as far as the reporting program knows them
+	 * (0 = unknown); events carry them. */
+	__u32 src_identity;
+	__u32 dst_identity;
 };
 
 #define TCP_FLAG_FIN 0x01
@@ -42,6 +46,8 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct ipv4_flow *f
 	flow->sport = 0;
 	flow->dport = 0;
 	flow->tcp_flags = 0;
+	flow->src_identity = 0;
+	flow->dst_identity = 0;
 	/* Non-first fragments carry no L4 header: track them by addresses alone. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;

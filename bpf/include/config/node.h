@@ -17,6 +17,10 @@ volatile const __be32 router_ip = 0;
 volatile const __be32 pod_cidr_addr = 0;
 volatile const __be32 pod_cidr_mask = 0;
 
+/* Tunnel routing: ifindex of the node's VXLAN device (collect-metadata mode), where
+ * from-container sends remote-pod traffic; 0 = native routing (the stack forwards it). */
+volatile const __u32 tunnel_ifindex = 0;
+
 /* Trace event volume: 0 = one event per forwarded packet; 1 (Cilium's "medium") = only for
  * new connections and TCP flags seen for the first time in a direction. Drops always report. */
 volatile const __u8 monitor_aggregation = 1;

@@ -34,6 +34,9 @@ class EndpointRow:
     """The pod-side MAC (destination of packets delivered to the pod)."""
     host_mac: str
     """The host-side veth MAC (the pod's gateway MAC, source of delivered packets)."""
+    pod_namespace: str = ""
+    pod_name: str = ""
+    """The pod (empty for an attachment without one): its identity comes from the ipcache."""
 
 
 @dataclass(frozen=True)

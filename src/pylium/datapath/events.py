@@ -44,6 +44,10 @@ class DropReason(IntEnum):
     """"No mapping for NAT masquerade": no free port (or the NAT map refused the entry)."""
     NAT_UNSUPP_PROTO = 168
     """"Unsupported protocol for NAT masquerade": not TCP, UDP or ICMP echo, or a fragment."""
+    NO_TUNNEL_ENDPOINT = 160
+    """"No tunnel/encapsulation endpoint": the tunnel key could not be set or read."""
+    INVALID_IDENTITY = 171
+    """"Invalid identity": a node-local identity would have gone into a tunnel."""
 
 
 class TracePoint(IntEnum):
@@ -51,6 +55,7 @@ class TracePoint(IntEnum):
 
     TO_LXC = 0
     TO_STACK = 3
+    TO_OVERLAY = 4
 
 
 class Direction(IntEnum):
@@ -72,11 +77,13 @@ class RawEvent(ctypes.Structure):
         ("reason", ctypes.c_uint8),
         ("proto", ctypes.c_uint8),
         ("dir", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
         ("saddr", ctypes.c_uint8 * 4),
         ("daddr", ctypes.c_uint8 * 4),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
+        ("src_identity", ctypes.c_uint32),
+        ("dst_identity", ctypes.c_uint32),
     ]
 
 
@@ -97,6 +104,11 @@ class Event:
     daddr: ipaddress.IPv4Address
     sport: int
     dport: int
+    tcp_flags: int = 0
+    """The TCP flags byte (0 for other protocols)."""
+    src_identity: int = 0
+    """Security identity of the source (0: the reporting program did not know it)."""
+    dst_identity: int = 0
 
     @classmethod
     def decode(cls, data: bytes) -> Event:
@@ -120,6 +132,9 @@ class Event:
             daddr=ipaddress.IPv4Address(bytes(raw.daddr)),
             sport=socket.ntohs(raw.sport),
             dport=socket.ntohs(raw.dport),
+            tcp_flags=raw.tcp_flags,
+            src_identity=raw.src_identity,
+            dst_identity=raw.dst_identity,
         )
 
 

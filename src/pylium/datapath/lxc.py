@@ -27,6 +27,7 @@ MAP_LXC_IF = "pylium_lxc_if"
 MAP_CT4 = "pylium_ct4_global"
 MAP_METRICS = "pylium_metrics"
 MAP_EVENTS = "pylium_events"
+MAP_IPCACHE = "pylium_ipcache4"
 
 
 class EndpointKey(ctypes.Structure):
@@ -55,16 +56,20 @@ class EndpointInfo(ctypes.Structure):
         ("ip4", ctypes.c_uint8 * 4),
         ("mac", ctypes.c_uint8 * 6),
         ("node_mac", ctypes.c_uint8 * 6),
+        ("sec_identity", ctypes.c_uint32),
     ]
 
     @classmethod
-    def make(cls, ifindex: int, lxc_id: int, ip: str, mac: str, node_mac: str) -> EndpointInfo:
+    def make(
+        cls, ifindex: int, lxc_id: int, ip: str, mac: str, node_mac: str, sec_identity: int = 0
+    ) -> EndpointInfo:
         return cls(
             ifindex=ifindex,
             lxc_id=lxc_id,
             ip4=(ctypes.c_uint8 * 4)(*ipaddress.IPv4Address(ip).packed),
             mac=(ctypes.c_uint8 * 6)(*bytes.fromhex(mac.replace(":", ""))),
             node_mac=(ctypes.c_uint8 * 6)(*bytes.fromhex(node_mac.replace(":", ""))),
+            sec_identity=sec_identity,
         )
 
 
@@ -79,6 +84,8 @@ class NodeConfig:
     ct_lifetime_nontcp: int = 60
     ct_syn_timeout: int = 60
     ct_close_timeout: int = 10
+    tunnel_ifindex: int = 0
+    """The VXLAN device remote-pod traffic goes into (tunnel routing); 0 = native."""
 
     def constants(self) -> dict[str, int | bytes]:
         cidr = ipaddress.IPv4Network(self.pod_cidr)
@@ -91,6 +98,7 @@ class NodeConfig:
             "ct_lifetime_nontcp": self.ct_lifetime_nontcp,
             "ct_syn_timeout": self.ct_syn_timeout,
             "ct_close_timeout": self.ct_close_timeout,
+            "tunnel_ifindex": self.tunnel_ifindex,
         }
 
 
@@ -106,6 +114,7 @@ class LxcObjects:
         self.ct4 = from_coll.map(MAP_CT4, Ct4Tuple, CtEntry)
         self.metrics = from_coll.map(MAP_METRICS, MetricsKey, MetricsValue)
         self.events: RawMap = from_coll.maps[MAP_EVENTS]
+        self.ipcache: RawMap = from_coll.maps[MAP_IPCACHE]
 
     @classmethod
     def load(

@@ -17,9 +17,16 @@ pin that no desired row accounts for, then detaches and deletes them (already go
 success).
 Conntrack entries past their lifetime are deleted at start and every `ct_gc_interval` seconds.
 
+Identities (`use_ipcache`): each endpoint's security identity, registered with the ipcache on
+`update`, goes into its `pylium_lxc` entries and follows the ipcache when the pod's identity
+changes (a namespace relabel); `pylium_ipcache4` is kept equal to the ipcache table
+(`datapath.ipcache`). Tunnel routing (`DatapathParams.tunnel`): the VXLAN device and the overlay
+program (`datapath.overlay`) come up at `start`, before any endpoint.
+
 Pin layout::
 
-    <pin_dir>/pylium_lxc, pylium_lxc_if, pylium_ct4_global, pylium_metrics, pylium_events
+    <pin_dir>/pylium_lxc, pylium_lxc_if, pylium_ct4_global, pylium_metrics, pylium_events,
+             pylium_ipcache4, overlay_ingress (tunnel routing)
     <pin_dir>/links/<hostIfname>_ingress, <hostIfname>_egress
 
 Removing `<pin_dir>` after the agent stopped frees everything (the links detach with their
@@ -35,6 +42,7 @@ import socket
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from pylium.datapath import conntrack
@@ -42,6 +50,7 @@ from pylium.datapath.bpffs import require_bpffs
 from pylium.datapath.conntrack import CtFlags, TupleFlags
 from pylium.datapath.endpoints import CtSample, EndpointRow, MetricSample
 from pylium.datapath.errors import BpfError
+from pylium.datapath.ipcache import IPCacheMapReconciler, read_ipcache
 from pylium.datapath.links import Direction as Hook
 from pylium.datapath.links import Link, ensure_pinned_tcx, remove_pinned
 from pylium.datapath.loader import Program
@@ -54,6 +63,9 @@ from pylium.datapath.lxc import (
     NodeConfig,
 )
 from pylium.datapath.metrics import read_metrics
+from pylium.datapath.overlay import OVERLAY_LINK_PIN, Overlay, ensure_vxlan
+from pylium.identity import IDENTITY_INIT
+from pylium.ipcache import IPCache
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +83,16 @@ class DatapathParams:
     """The node's bpffs directory (`paths.bpffs_node_dir(node)`)."""
     ct_gc_interval: float = 30.0
     """Seconds between conntrack garbage collections."""
+    tunnel: bool = False
+    """Tunnel routing: remote pods are reached through the node's VXLAN device."""
+    mtu: int = 1500
+    """The pods' MTU (the VXLAN device gets it too)."""
+    identity_timeout: float = 5.0
+    """Seconds an endpoint update waits for its identity before using init (5) until the
+    ipcache has it."""
 
 
-def endpoint_info(row: EndpointRow) -> EndpointInfo:
+def endpoint_info(row: EndpointRow, identity: int = 0) -> EndpointInfo:
     """The `pylium_lxc`/`pylium_lxc_if` value of a row."""
     return EndpointInfo.make(
         ifindex=row.host_ifindex,
@@ -81,6 +100,7 @@ def endpoint_info(row: EndpointRow) -> EndpointInfo:
         ip=row.ipv4,
         mac=row.mac,
         node_mac=row.host_mac,
+        sec_identity=identity,
     )
 
 
@@ -90,7 +110,13 @@ class BpfDatapath:
     def __init__(self, params: DatapathParams) -> None:
         self._params = params
         self._objs: LxcObjects | None = None
+        self._overlay: Overlay | None = None
         self._gc_task: asyncio.Task[None] | None = None
+        self._ipcache: IPCache | None = None
+        self._ipcache_map: IPCacheMapReconciler | None = None
+        self._ipcache_task: asyncio.Task[None] | None = None
+        self._identities: dict[int, tuple[EndpointRow, int]] = {}
+        """Endpoint id -> (row, identity in its map entries)."""
 
     @property
     def pin_dir(self) -> Path:
@@ -115,13 +141,40 @@ class BpfDatapath:
             raise RuntimeError("datapath used before start()")
         return self._objs
 
+    @property
+    def ipcache_map(self) -> IPCacheMapReconciler | None:
+        """The ipcache map reconciler (None without `use_ipcache`)."""
+        return self._ipcache_map
+
+    def use_ipcache(self, ipcache: IPCache) -> None:
+        """Take identities from this (started) ipcache and mirror its table into the map;
+        call before `start`."""
+        self._ipcache = ipcache
+
+    def read_ipcache(self) -> dict[IPv4Network, bytes]:
+        """`pylium_ipcache4` as the kernel holds it: prefix -> raw value."""
+        return read_ipcache(self.objs.ipcache)
+
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, router_ip: str, pod_cidr: str) -> None:
         require_bpffs(self.pin_dir)
-        config = NodeConfig(router_ip=router_ip, pod_cidr=pod_cidr)
+        tunnel_ifindex = 0
+        if self._params.tunnel:
+            tunnel_ifindex = await asyncio.to_thread(ensure_vxlan, self._params.mtu)
+        config = NodeConfig(router_ip=router_ip, pod_cidr=pod_cidr, tunnel_ifindex=tunnel_ifindex)
         self._objs = LxcObjects.load(config, pin_dir=self.pin_dir)
         self.links_dir.mkdir(exist_ok=True)
+        if tunnel_ifindex:
+            self._overlay = Overlay.load(config, self.pin_dir)
+            await asyncio.to_thread(
+                self._overlay.attach, tunnel_ifindex, self.pin_dir / OVERLAY_LINK_PIN
+            )
+        if self._ipcache is not None:
+            self._ipcache_map = IPCacheMapReconciler(
+                self._ipcache, self._objs.ipcache, on_change=self._refresh_identities
+            )
+            self._ipcache_task = asyncio.create_task(self._ipcache_map.run(), name="ipcache-map")
         log.info(
             "datapath loaded under %s (programs %d/%d)",
             self.pin_dir,
@@ -132,11 +185,15 @@ class BpfDatapath:
         self._gc_task = asyncio.create_task(self._gc_loop(), name="ct-gc")
 
     async def stop(self) -> None:
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._gc_task
-            self._gc_task = None
+        for task in (self._gc_task, self._ipcache_task):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._gc_task = self._ipcache_task = None
+        if self._overlay is not None:
+            self._overlay.close()
+            self._overlay = None
         if self._objs is not None:
             self._objs.close()
             self._objs = None
@@ -144,11 +201,47 @@ class BpfDatapath:
     # --- reconciliation -------------------------------------------------------------------
 
     async def update(self, row: EndpointRow) -> None:
+        identity = await self._identity(row)
+        self._identities[row.id] = (row, identity)
         # Map entries first: the programs recognise the device from its first packet on.
-        self.objs.add_endpoint(endpoint_info(row))
+        self.objs.add_endpoint(endpoint_info(row, identity))
         # Each tcx attach waits for an RCU grace period under the RTNL lock (~12 ms here), so
         # off the event loop; every agent thread is in the node netns, where the ifindex is.
         await asyncio.to_thread(self._ensure_links, row)
+
+    async def _identity(self, row: EndpointRow) -> int:
+        """The endpoint's identity from the ipcache; init (5) while the ipcache cannot tell
+        (its Pod not yet in the store, the ipcache still syncing), 0 without an ipcache."""
+        if self._ipcache is None or not row.pod_name or not row.ipv4:
+            return 0
+        try:
+            return await asyncio.wait_for(
+                self._ipcache.endpoint_identity(
+                    row.pod_namespace, row.pod_name, IPv4Address(row.ipv4)
+                ),
+                self._params.identity_timeout,
+            )
+        except TimeoutError:
+            log.warning("no identity for endpoint %d yet: init until the ipcache has it", row.id)
+            return IDENTITY_INIT
+
+    def _refresh_identities(self) -> None:
+        """Rewrite the map entries of endpoints whose identity the ipcache changed."""
+        if self._ipcache is None:
+            return
+        table = self._ipcache.table
+        for endpoint_id, (row, identity) in list(self._identities.items()):
+            entry = table.get(IPv4Network(row.ipv4))
+            owner = f"pod/{row.pod_namespace}/{row.pod_name}"
+            if entry is None or entry.owner != owner or entry.identity == identity:
+                continue
+            log.info("endpoint %d: identity %d -> %d", endpoint_id, identity, entry.identity)
+            try:
+                self.objs.add_endpoint(endpoint_info(row, entry.identity))
+            except BpfError:
+                log.exception("updating the identity of endpoint %d failed", endpoint_id)
+                continue
+            self._identities[endpoint_id] = (row, entry.identity)
 
     def _ensure_links(self, row: EndpointRow) -> None:
         for hook in _HOOKS:
@@ -166,6 +259,9 @@ class BpfDatapath:
         # (bpffs frees lazily), and at once when the device goes, which DEL does next.
         for hook in _HOOKS:
             self.link_pin(row.host_ifname, hook).unlink(missing_ok=True)
+        self._identities.pop(row.id, None)
+        if self._ipcache is not None and row.pod_name and row.ipv4:
+            self._ipcache.forget_endpoint(row.pod_namespace, row.pod_name, IPv4Address(row.ipv4))
         objs = self.objs
         if row.ipv4:
             key = EndpointKey.of(row.ipv4)
@@ -211,7 +307,7 @@ class BpfDatapath:
     async def verify(self, row: EndpointRow) -> list[str]:
         objs = self.objs
         problems: list[str] = []
-        want = bytes(endpoint_info(row))
+        want = bytes(endpoint_info(row, self._identities.get(row.id, (row, 0))[1]))
         by_ip = objs.lxc.get(EndpointKey.of(row.ipv4))
         if by_ip is None or bytes(by_ip) != want:
             problems.append(f"datapath entry of {row.ipv4} in pylium_lxc is missing or stale")

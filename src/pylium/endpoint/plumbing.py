@@ -86,6 +86,8 @@ def datapath_row(ep: Endpoint) -> EndpointRow:
         host_ifindex=ep.host_ifindex,
         mac=ep.mac,
         host_mac=ep.host_mac,
+        pod_namespace=ep.pod_namespace,
+        pod_name=ep.pod_name,
     )
 
 

@@ -7,6 +7,7 @@ satisfies (`hubble.endpoints.EndpointsLookup`) and tests fake with a dict.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pylium.hubble.flow import (
     ICMPv4,
     Layer4,
     NetworkInterface,
+    TCPFlags,
     TraceObservationPoint,
     TraceReason,
     TrafficDirection,
@@ -56,6 +58,7 @@ class EndpointLookup(Protocol):
 _POINTS = {
     TracePoint.TO_LXC: TraceObservationPoint.TO_ENDPOINT,
     TracePoint.TO_STACK: TraceObservationPoint.TO_STACK,
+    TracePoint.TO_OVERLAY: TraceObservationPoint.TO_OVERLAY,
 }
 _DIRECTIONS = {
     Direction.INGRESS: TrafficDirection.INGRESS,
@@ -100,8 +103,8 @@ class FlowParser:
             drop_reason=code,
             IP=IP(str(event.saddr), str(event.daddr)) if has_l3 else None,
             l4=l4,
-            source=self._endpoint(event.saddr) if has_l3 else Endpoint(),
-            destination=self._endpoint(event.daddr) if has_l3 else Endpoint(),
+            source=self._endpoint(event.saddr, event.src_identity) if has_l3 else Endpoint(),
+            destination=self._endpoint(event.daddr, event.dst_identity) if has_l3 else Endpoint(),
             Type=FlowType.L3_L4,
             node_name=self._node,
             event_type=CiliumEventType(int(event.type), subtype),
@@ -119,8 +122,10 @@ class FlowParser:
             Summary=_summary(event, l4),
         )
 
-    def _endpoint(self, ip: IPv4Address) -> Endpoint:
-        return self._lookup.endpoint_by_ip(str(ip)) or Endpoint()
+    def _endpoint(self, ip: IPv4Address, identity: int) -> Endpoint:
+        # The datapath's identity (own endpoint, ipcache or tunnel VNI) wins over the lookup's.
+        endpoint = self._lookup.endpoint_by_ip(str(ip)) or Endpoint()
+        return dataclasses.replace(endpoint, identity=identity) if identity else endpoint
 
 
 def _summary(event: Event, l4: Layer4 | None) -> str:
@@ -131,8 +136,9 @@ def _summary(event: Event, l4: Layer4 | None) -> str:
 
 def _layer4(event: Event, is_reply: bool) -> Layer4 | None:
     if event.proto == PROTO_TCP:
-        # The event carries no TCP flags yet (see bpf/lib/events.h): flags stay unknown.
-        return TCP(event.sport, event.dport)
+        # Every real segment has a flag set: 0 means the event did not say (a drop before parsing).
+        flags = TCPFlags.of_byte(event.tcp_flags) if event.tcp_flags else None
+        return TCP(event.sport, event.dport, flags)
     if event.proto == PROTO_UDP:
         return UDP(event.sport, event.dport)
     if event.proto == PROTO_ICMP:

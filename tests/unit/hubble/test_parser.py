@@ -13,6 +13,7 @@ from pylium.hubble.flow import (
     Endpoint,
     ICMPv4,
     NetworkInterface,
+    TCPFlags,
     TraceObservationPoint,
     TraceReason,
     TrafficDirection,
@@ -103,6 +104,25 @@ def test_that_a_drop_carries_ciliums_code_and_hubbles_reason_name():
     assert flow.to_json()["drop_reason_desc"] == "INVALID_SOURCE_IP"
 
 
+def test_that_the_datapath_identities_and_tcp_flags_reach_the_flow():
+    flow = parser().parse(
+        event(
+            saddr=IPv4Address("10.244.2.7"),
+            src_identity=31245,
+            dst_identity=WEB2.identity + 1,
+            tcp_flags=0x12,
+            trace_point=TracePoint.TO_OVERLAY,
+        )
+    )
+
+    # A remote pod the lookup does not know still gets its identity from the event.
+    assert flow.source == Endpoint(identity=31245)
+    assert flow.destination.pod_name == WEB2.pod_name
+    assert flow.destination.identity == WEB2.identity + 1
+    assert flow.l4 == TCP(43210, 80, TCPFlags(SYN=True, ACK=True))
+    assert flow.trace_observation_point == TraceObservationPoint.TO_OVERLAY
+
+
 def test_that_each_datapath_drop_code_has_a_hubble_name():
     names = {
         DropReason.INVALID_SIP: "INVALID_SOURCE_IP",
@@ -110,6 +130,10 @@ def test_that_each_datapath_drop_code_has_a_hubble_name():
         DropReason.UNKNOWN_L3: "UNSUPPORTED_L3_PROTOCOL",
         DropReason.NO_LXC: "NO_MATCHING_LOCAL_CONTAINER_FOUND",
         DropReason.CT_CREATE_FAILED: "CT_MAP_INSERTION_FAILED",
+        DropReason.NO_TUNNEL_ENDPOINT: "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
+        DropReason.INVALID_IDENTITY: "INVALID_IDENTITY",
+        DropReason.NAT_NO_MAPPING: "NO_MAPPING_FOR_NAT_MASQUERADE",
+        DropReason.NAT_UNSUPP_PROTO: "UNSUPPORTED_PROTOCOL_FOR_NAT_MASQUERADE",
     }
     for code in DropReason:
         if code is DropReason.FORWARDED:
