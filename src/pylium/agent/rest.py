@@ -78,6 +78,8 @@ class ApiBackend:
     endpoints: EndpointManager | None = None
     datapath: Datapath | None = None
     observer: Observer | None = None
+    ipcache_dump: Callable[[], dict[str, Any]] | None = None
+    """The ipcache table and map as `GET /v1/ipcache` serves them (set once started)."""
 
     def ready(self) -> tuple[NodeAllocator, EndpointManager]:
         """The live components, or a 503 'try again later' while the agent starts."""
@@ -179,6 +181,7 @@ class Api:
         app.router.add_post(r"/v1/endpoints/{id:\d+}/check", self.check_endpoint)
         app.router.add_get("/v1/datapath/metrics", self.datapath_metrics)
         app.router.add_get("/v1/datapath/conntrack", self.datapath_conntrack)
+        app.router.add_get("/v1/ipcache", self.ipcache)
         add_flow_routes(app, lambda: self._b.observer)  # /v1/flows (hubble/rest.py)
         return app
 
@@ -300,6 +303,12 @@ class Api:
     async def datapath_conntrack(self, request: web.Request) -> web.Response:
         entries = self._b.ready_datapath().conntrack()
         return web.json_response({"entries": [e.to_json() for e in entries]})
+
+    async def ipcache(self, request: web.Request) -> web.Response:
+        self._b.ready()
+        if self._b.ipcache_dump is None:
+            raise ApiError(503, CNI_TRY_AGAIN_LATER, "the ipcache is not running")
+        return web.json_response(self._b.ipcache_dump())
 
 
 class RestServer:
