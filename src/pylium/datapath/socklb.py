@@ -4,8 +4,9 @@ reads.
 `SockLB.load(pin_dir, cgroup)` loads the four cgroup programs (connect4, sendmsg4, recvmsg4,
 getpeername4) with their maps pinned by name under the node's pin directory (maps already
 pinned there are re-used, so a restart keeps the services), and attaches them to the cgroup
-with links pinned as `<pin_dir>/links/sock_<hook>`. On restart a pinned link gets the freshly
-loaded program swapped in (`bpf_link_update`, no gap); one that fails to update is replaced.
+with links pinned as `<pin_dir>/socklb/<hook>` (not under `links/`: the endpoint reconciler
+prunes that directory). On restart a pinned link gets the freshly loaded program swapped in
+(`bpf_link_update`, no gap); one that fails to update is replaced.
 
 The agent writes the maps only through `apply(MapDelta)` (in the order that never leaves a
 slot naming a missing backend or a service without its reverse-NAT entry) and `prune(desired)`
@@ -51,7 +52,8 @@ HOOKS = {
     "recvmsg4": ("sock4_recvmsg", AttachType.CGROUP_UDP4_RECVMSG),
     "getpeername4": ("sock4_getpeername", AttachType.CGROUP_INET4_GETPEERNAME),
 }
-LINKS_DIR = "links"
+LINKS_DIR = "socklb"
+"""Sub-directory of the pin directory holding the cgroup links."""
 
 _UPSERT_ORDER = (BACKENDS, REVNAT, SERVICES, AFFINITY_MATCH)
 """Referenced entries before the entries that refer to them."""
@@ -66,7 +68,7 @@ class RootCgroupRefused(ValueError):
 
 def link_pin(pin_dir: Path, hook: str) -> Path:
     """Where the link of one hook is pinned."""
-    return pin_dir / LINKS_DIR / f"sock_{hook}"
+    return pin_dir / LINKS_DIR / hook
 
 
 class SockLB:
