@@ -109,9 +109,12 @@ class ServiceLB:
 
     def reconcile(self, full: bool) -> None:
         """One pass: the table's changes (and node address changes) into the maps."""
-        delta = self.maps.set_node_addresses(self._node_addresses())
-        self._datapath.apply(delta)
-        self._datapath.apply(self.maps.sync(self.table.take_changes()))
+        for delta in (
+            self.maps.set_node_addresses(self._node_addresses()),
+            self.maps.sync(self.table.take_changes()),
+        ):
+            if not delta.empty():
+                self._datapath.apply(delta)
         if full:
             pruned = self._datapath.prune(self.maps.encoded())
             if not pruned.empty():
