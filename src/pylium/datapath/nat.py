@@ -302,4 +302,6 @@ class BpfMasquerade:
 def remove_masquerade(pin_dir: Path, uplink: str) -> None:
     """Detach and unpin the uplink's links (masquerading turned off since the last run)."""
     for direction in Direction:
-        remove_pinned(pin_dir / LINKS_DIR / f"{uplink}_{direction.value}")
+        pin = pin_dir / LINKS_DIR / f"{uplink}_{direction.value}"
+        if pin.exists():
+            remove_pinned(pin)

@@ -79,8 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="the answer (the pod's name)")
     parser.add_argument("--tcp", type=int, action="append", default=[], help="a TCP port")
     parser.add_argument("--udp", type=int, action="append", default=[], help="a UDP port")
+    parser.add_argument(
+        "--address",
+        default="0.0.0.0",
+        help="listen on this address only (default all); on a host with several addresses, "
+        "UDP answers bound to all of them leave from the route's source, not the asked address",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.name, args.tcp, args.udp))
+    asyncio.run(serve(args.name, args.tcp, args.udp, args.address))
 
 
 if __name__ == "__main__":
