@@ -56,7 +56,7 @@ def leftovers(lab: str) -> dict[str, Any]:
         "processes": [
             pid
             for i in range(1, MAX_TEST_NODES + 1)
-            for match in (daemons.is_agent_of, daemons.is_kubelet_of, daemons.is_routes_of)
+            for match in (daemons.is_agent_of, daemons.is_kubelet_of)
             for pid in process.find(match(record.node_name(lab, i)))
         ]
         + [pid for match in daemons.lab_daemons(lab).values() for pid in process.find(match)],

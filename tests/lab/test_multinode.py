@@ -83,7 +83,9 @@ def test_nodes_get_distinct_cidrs_and_underlay_addresses(lab3: str) -> None:
         c.prefixlen == 24 and c.subnet_of(ipaddress.IPv4Network("10.244.0.0/16")) for c in cidrs
     )
     for n in nodes:
-        assert n["health"] == "ok" and n["kubeletRunning"] and n["routesRunning"], n
+        assert n["health"] == "ok" and n["kubeletRunning"], n
+        assert n["hubbleAddress"] == f"{n['underlayIP']}:4244"
+        assert n["metricsAddress"] == f"{n['underlayIP']}:9962"
         assert (
             f"inet {n['underlayIP']}/24"
             in subprocess.run(
@@ -96,7 +98,9 @@ def test_nodes_get_distinct_cidrs_and_underlay_addresses(lab3: str) -> None:
         "operator": True,
         "scheduler": True,
         "world server": True,
+        "hubble relay": True,
     }
+    assert report["relay"]["socket"] == f"/var/run/pylium/labs/{lab3}/hubble-relay.sock"
 
 
 def test_get_nodes_shows_ready_nodes_with_ip_and_cidr(lab3: str) -> None:

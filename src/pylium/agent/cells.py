@@ -7,7 +7,8 @@ Groups, as Cilium's:
 - ControlPlane is pure bookkeeping over protocols (no pyroute2, no libbpf): IPAM, endpoints
   and the flow observer (Hubble's model over the datapath's event ring buffer).
 - Datapath is what programs the kernel: the node set-up (netlink) and the endpoint datapath
-  (BPF programs, maps and tcx links, `datapath.reconciler.BpfDatapath`), faked in unit tests.
+  (BPF programs, maps and tcx links, `datapath.reconciler.BpfDatapath`), faked in unit tests,
+  and in native routing the routes to other nodes' pod CIDRs (`routing.NodeRoutes`).
 
 Constructors only validate; `start()` opens, spawns and restores; `stop()` undoes in reverse
 order and returns once every task a component started has ended.
@@ -40,6 +41,13 @@ from pylium.ipam import AddressWatcher, IpamMode
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.metrics.agent import AgentMetrics
 from pylium.metrics.server import MetricsParams, MetricsServer
+from pylium.routing import (
+    NodeRoutes,
+    PyrouteRouteKernel,
+    RouteKernel,
+    RoutesParams,
+    RoutingMode,
+)
 from pylium.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,10 @@ class AgentParams:
     """The Observer gRPC API also on TCP (Hubble's ":4244"); always on <socket dir>/hubble.sock."""
     metrics_listen: str | None = None
     """Prometheus /metrics address (Cilium's ":9962"); None: not served."""
+    routing_mode: RoutingMode = RoutingMode.NATIVE
+    """native: routes to the other nodes' pod CIDRs (`NodeRoutes`); tunnel: no such routes."""
+    uplink: str = "eth0"
+    """The node's main device: native routes to other nodes leave through it."""
     kube_proxy_replacement: bool = False
     """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
     no service handling in the agent (the kube-proxy Proxier mode is not wired yet)."""
@@ -86,9 +98,10 @@ class Agent:
         netlink: Netlink | None = None,
         datapath: Datapath | None = None,
         open_events: OpenReader = PinnedRingBuffer,
+        route_kernel: RouteKernel | None = None,
     ) -> None:
-        """`store`, `netlink`, `datapath` and the event reader (`open_events`) default to the
-        real ones; tests pass fakes."""
+        """`store`, `netlink`, `datapath`, the event reader (`open_events`) and the node-routes
+        kernel (`route_kernel`) default to the real ones; tests pass fakes."""
         if not params.node:
             raise ValueError("node name must not be empty")
         if params.kube_proxy_replacement and params.cgroup is None:
@@ -103,6 +116,13 @@ class Agent:
             if datapath is not None
             else BpfDatapath(DatapathParams(params.bpf_dir, ct_gc_interval=params.ct_gc_interval))
         )
+        # Datapath: native routing's routes to the other nodes' pod CIDRs
+        self._route_kernel: RouteKernel | None = None
+        if params.routing_mode is RoutingMode.NATIVE:
+            self._route_kernel = (
+                route_kernel if route_kernel is not None else PyrouteRouteKernel(params.uplink)
+            )
+        self._routes: NodeRoutes | None = None
         self.backend = ApiBackend(node=params.node, mtu=params.mtu, state_dir=params.state_dir)
         self.registry = CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
@@ -174,6 +194,13 @@ class Agent:
             self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup)
             self._service_lb = ServiceLB(ServiceLBParams(p.node), self.store, self._sock_lb)
             await self._service_lb.start()
+        if self._route_kernel is not None:
+            if isinstance(self._route_kernel, PyrouteRouteKernel):
+                await self._route_kernel.start()
+            self._routes = NodeRoutes(
+                RoutesParams(node=p.node, device=p.uplink), self.store, self._route_kernel
+            )
+            await self._routes.start()
 
         self._endpoints = EndpointManager(
             EndpointParams(
@@ -225,6 +252,11 @@ class Agent:
             await self._endpoints.stop()
         if self._addresses is not None:
             await self._addresses.stop()
+        if self._routes is not None:
+            await self._routes.stop()  # routes stay: cross-node traffic flows during a restart
+            self._routes = None
+        if isinstance(self._route_kernel, PyrouteRouteKernel):
+            await self._route_kernel.stop()
         if self._service_lb is not None:
             await self._service_lb.stop()
             self._service_lb = None

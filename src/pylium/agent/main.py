@@ -4,6 +4,7 @@
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
+                 [--routing-mode native|tunnel] [--uplink DEVICE]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
 it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
@@ -24,6 +25,7 @@ from pathlib import Path
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
 from pylium.ipam import IpamMode
+from pylium.routing import RoutingMode
 
 log = logging.getLogger("pylium.agent")
 
@@ -72,6 +74,18 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         help="serve Prometheus /metrics there (Cilium's :9962); default: not served",
     )
     parser.add_argument(
+        "--routing-mode",
+        choices=[m.value for m in RoutingMode],
+        default=RoutingMode.NATIVE.value,
+        help="native: route every other node's pod CIDR via its address; tunnel: VXLAN",
+    )
+    parser.add_argument(
+        "--uplink",
+        default="eth0",
+        metavar="DEVICE",
+        help="the node's main device, where native routes leave (default eth0)",
+    )
+    parser.add_argument(
         "--kube-proxy-replacement",
         choices=["true", "false"],
         default="false",
@@ -105,6 +119,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         ipam=IpamMode(args.ipam),
         hubble_listen=args.hubble_listen,
         metrics_listen=args.metrics_listen,
+        routing_mode=RoutingMode(args.routing_mode),
+        uplink=args.uplink,
         kube_proxy_replacement=kube_proxy_replacement,
         cgroup=args.cgroup,
         on_step=_crash_hook(crash_at) if crash_at else None,

@@ -91,8 +91,8 @@ def down_cmd(ctx: click.Context, name: str | None, force: bool) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
-    """The lab's routing, store and daemons; each node: underlay IP, pod CIDR, agent health,
-    kubelet, node routes, namespace, agent socket, CNI dirs."""
+    """The lab's routing, store, daemons and relay socket; each node: underlay IP, pod CIDR,
+    agent health, kubelet, namespace, agent socket, Hubble and metrics addresses, CNI dirs."""
     from pylium.lab.status import status
 
     report = status(load_lab(ctx, name))
@@ -111,6 +111,7 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
     for what, d in report["daemons"].items():
         state = "running" if d["running"] else "[red]stopped[/red]"
         console.print(f"{what}: {state} (pid {d['pid']})")
+    console.print(f"hubble relay socket {report['relay']['socket']}")
     for n in report["nodes"]:
         grid = Table.grid(padding=(0, 2))
         grid.add_row("node", f"[bold]{n['name']}[/bold]  (netns {n['netns']})")
@@ -121,10 +122,9 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
             "agent", f"[green]{health}[/green]" if health == "ok" else f"[red]{health}[/red]"
         )
         grid.add_row("kubelet", "running" if n["kubeletRunning"] else "[red]stopped[/red]")
-        if report["routing"] == "native":
-            routes = "running" if n["routesRunning"] else "[red]stopped[/red]"
-            grid.add_row("node routes", routes)
         grid.add_row("agent socket", n["agentSocket"])
+        grid.add_row("hubble", f"{n['hubbleSocket']}, {n['hubbleAddress']}")
+        grid.add_row("metrics", n["metricsAddress"])
         grid.add_row("CNI conf dir", n["cniConfDir"])
         grid.add_row("CNI bin dir", n["cniBinDir"])
         grid.add_row("cgroup", n["cgroup"])

@@ -1,7 +1,7 @@
-"""The daemons of a lab: per node the agent, the lab kubelet and (native routing) the node-routes
-process, started inside the node's namespace with their logs in the node directory; per lab the
-scheduler, the world server and (etcd stores) the store proxy, logs in the lab directory. Also
-how to recognise each again by its argv."""
+"""The daemons of a lab: per node the agent (which also runs the node routes in native routing)
+and the lab kubelet, started inside the node's namespace with their logs in the node directory;
+per lab the scheduler, the world server, the Hubble relay and (etcd stores) the store proxy, logs
+in the lab directory. Also how to recognise each again by its argv."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pylium.lab.record import (
 )
 
 KUBELET_MODULE = "pylium.lab.kubelet"
-ROUTES_MODULE = "pylium.routing"
+RELAY_MODULE = "pylium.hubble.relay"
 SCHEDULER_MODULE = "pylium.lab.scheduler"
 STORE_PROXY_MODULE = "pylium.lab.storeproxy"
 PODSERVER_MODULE = "pylium.lab.podserver"
@@ -47,24 +47,21 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         node.cgroup,
         "--mtu",
         str(lab.mtu),
+        "--ipam",
+        "cluster-pool",
+        "--routing-mode",
+        lab.routing,
+        "--uplink",
+        UPLINK,
+        "--hubble-listen",
+        node.hubble_address,
+        "--metrics-listen",
+        node.metrics_address,
     ]
-
-
-def routes_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
-    """The node-routes process's command line."""
-    return [
-        sys.executable, "-m", ROUTES_MODULE, "--node", node.name, "--store", lab.store,
-        "--device", UPLINK,
-    ]  # fmt: skip
 
 
 def _has_pair(argv: list[str], flag: str, value: str) -> bool:
     return any(a == flag and b == value for a, b in itertools.pairwise(argv))
-
-
-def is_routes_of(node: str) -> process.Match:
-    """Matches the argv of a node's node-routes process."""
-    return lambda argv: ROUTES_MODULE in argv and _has_pair(argv, "--node", node)
 
 
 def is_lab_daemon(lab: str, module: str) -> process.Match:
@@ -118,14 +115,6 @@ def start_kubelet(lab: LabRecord, node: NodeRecord) -> int:
     return node.kubeletPid
 
 
-def start_routes(lab: LabRecord, node: NodeRecord) -> int:
-    """Start the node's node-routes process; records its pid in `node`."""
-    node.routesPid = process.start(
-        netns.nsenter_argv(node.netns, routes_argv(lab, node)), node.dir / "routes.log"
-    ).pid
-    return node.routesPid
-
-
 def operator_argv(lab: LabRecord) -> list[str]:
     """The operator's command line: cluster-pool IPAM over the lab's pod range."""
     return [
@@ -173,6 +162,16 @@ def start_lab_daemons(lab: LabRecord) -> None:
     ).pid
 
 
+def start_relay(lab: LabRecord) -> int:
+    """Start the lab's Hubble relay in the root namespace (it dials every node's unix socket;
+    it serves `paths.relay_socket`); records its pid."""
+    lab.relayPid = process.start(
+        [sys.executable, "-m", RELAY_MODULE, "--lab", lab.name],
+        paths.lab_dir(lab.name) / "relay.log",
+    ).pid
+    return lab.relayPid
+
+
 def start_store_proxy(lab: LabRecord) -> int:
     """Start the etcd proxy for the node namespaces; records its pid."""
     lab.storeProxyPid = process.start(
@@ -189,4 +188,5 @@ def lab_daemons(lab: str) -> dict[str, process.Match]:
         "scheduler": is_lab_daemon(lab, SCHEDULER_MODULE),
         "world server": is_world_server(lab),
         "store proxy": is_lab_daemon(lab, STORE_PROXY_MODULE),
+        "hubble relay": is_lab_daemon(lab, RELAY_MODULE),
     }

@@ -1,7 +1,7 @@
 """`pylium lab down`: remove everything a lab made, from its record and by name.
 
-Order matters: the scheduler and the kubelets first (so nothing new starts), then the node-routes
-processes and agents, the world server and the etcd proxy, then every pod process (killed
+Order matters: the scheduler and the kubelets first (so nothing new starts), then the agents,
+the world server, the Hubble relay and the etcd proxy, then every pod process (killed
 through the node cgroups), then the namespaces (nodes, pods, underlay, world: their devices go
 with them), then the lab's keys in etcd, then directories, pins and cgroups. Pods get no CNI
 DEL: the node namespace and the agent's state go as a whole.
@@ -69,11 +69,10 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
         known = recorded.get(node)
         for pid, match in (
             (known.kubeletPid if known else None, daemons.is_kubelet_of(node)),
-            (known.routesPid if known else None, daemons.is_routes_of(node)),
             (known.agentPid if known else None, daemons.is_agent_of(node)),
         ):
             _stop(node, pid, match, progress)
-    for what, match in lab_daemons.items():  # the operator, the world server, the proxy
+    for what, match in lab_daemons.items():  # the operator, world server, relay, proxy
         _stop(what, pids.get(what), match, progress)
     for node in sorted(nodes):
         progress(f"{node}: killing pod processes")

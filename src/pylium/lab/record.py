@@ -1,9 +1,9 @@
 """The lab record: what `pylium lab up` made, so status, exec and down can find it again.
 
 `/var/run/pylium/labs/<lab>/lab.json` names the store, the routing mode, the lab-wide daemons
-(scheduler, world server, etcd proxy) and, per node, its namespace, underlay address, agent
-socket, CNI directories, pod CIDR, cgroup and the pids of its agent, lab kubelet and routes
-daemon.
+(scheduler, world server, Hubble relay, etcd proxy) and, per node, its namespace, underlay
+address, agent socket, CNI directories, pod CIDR, cgroup and the pids of its agent and lab
+kubelet.
 
 Addresses: the underlay is UNDERLAY_CIDR inside the lab's own namespaces only (each lab has its
 own underlay namespace, so labs may reuse it); the world namespace holds WORLD_UNDERLAY_IP (the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,10 @@ WORLD_SERVER_PORTS = (80, 53)
 """TCP 80 and UDP 53 on WORLD_IP answer "world"."""
 UPLINK = "eth0"
 """A node's uplink into the underlay."""
+HUBBLE_PORT = 4244
+"""Each agent's Observer gRPC API on its underlay address (Hubble's port)."""
+METRICS_PORT = 9962
+"""Each agent's Prometheus /metrics on its underlay address (Cilium's port)."""
 
 
 def pod_mtu(routing: Routing, uplink_mtu: int) -> int:
@@ -139,8 +143,6 @@ class NodeRecord:
     underlayIP: str = ""
     agentPid: int | None = None
     kubeletPid: int | None = None
-    routesPid: int | None = None
-    """The node-routes daemon (native routing only)."""
     agentCommand: list[str] = field(default_factory=list)
     kubeletCommand: list[str] = field(default_factory=list)
 
@@ -153,6 +155,16 @@ class NodeRecord:
     def netns_path(self) -> Path:
         """The bind mount of the node's namespace."""
         return paths.NETNS_DIR / self.netns
+
+    @property
+    def hubble_address(self) -> str:
+        """The agent's Observer gRPC API inside the lab (reachable from the node namespaces)."""
+        return f"{self.underlayIP}:{HUBBLE_PORT}"
+
+    @property
+    def metrics_address(self) -> str:
+        """The agent's /metrics inside the lab (reachable from the node namespaces)."""
+        return f"{self.underlayIP}:{METRICS_PORT}"
 
 
 @dataclass
@@ -172,6 +184,8 @@ class LabRecord:
     worldServerPid: int | None = None
     storeProxyPid: int | None = None
     """Forwards the nodes' loopback etcd port to the root namespace's (etcd stores only)."""
+    relayPid: int | None = None
+    """The Hubble relay: every node's flows on `paths.relay_socket(name)`."""
 
     @classmethod
     def new(
@@ -221,6 +235,7 @@ class LabRecord:
             "scheduler": self.schedulerPid,
             "world server": self.worldServerPid,
             "store proxy": self.storeProxyPid,
+            "hubble relay": self.relayPid,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -230,7 +245,11 @@ class LabRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabRecord:
         """Parse lab.json."""
-        nodes = [NodeRecord(**n) for n in data.get("nodes", [])]
+        # fields a newer or older pylium wrote are ignored, so `down` works across upgrades
+        known = {f.name for f in fields(NodeRecord)}
+        nodes = [
+            NodeRecord(**{k: v for k, v in n.items() if k in known}) for n in data.get("nodes", [])
+        ]
         routing = data.get("routing", "native")
         if routing not in ROUTING_MODES:
             raise ValueError(f"lab record: unknown routing mode {routing!r}")
@@ -245,6 +264,7 @@ class LabRecord:
             schedulerPid=data.get("schedulerPid"),
             worldServerPid=data.get("worldServerPid"),
             storeProxyPid=data.get("storeProxyPid"),
+            relayPid=data.get("relayPid"),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pylium import paths
 from pylium.lab import daemons, process, record
 from pylium.lab.health import agent_health
 from pylium.lab.record import LabRecord
@@ -30,8 +31,9 @@ def status(lab: LabRecord) -> dict[str, Any]:
                 "health": agent_health(node.agentSocket) if agent_running else "agent not running",
                 "kubeletPid": node.kubeletPid,
                 "kubeletRunning": process.alive(node.kubeletPid, daemons.is_kubelet_of(node.name)),
-                "routesPid": node.routesPid,
-                "routesRunning": process.alive(node.routesPid, daemons.is_routes_of(node.name)),
+                "hubbleSocket": str(paths.hubble_socket(node.name)),
+                "hubbleAddress": node.hubble_address,
+                "metricsAddress": node.metrics_address,
             }
         )
     pids = lab.daemon_pids()
@@ -49,5 +51,6 @@ def status(lab: LabRecord) -> dict[str, Any]:
         "underlay": {"netns": record.underlay_netns(lab.name), "cidr": record.UNDERLAY_CIDR},
         "world": {"netns": record.world_netns(lab.name), "ip": record.WORLD_IP},
         "daemons": lab_daemons,
+        "relay": {"socket": str(paths.relay_socket(lab.name))},
         "nodes": nodes,
     }

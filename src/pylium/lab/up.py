@@ -110,11 +110,12 @@ def up(
             record.save(lab)
         for node in lab.nodes:
             wait_agent(node, progress)
+        progress(f"Hubble relay on {paths.relay_socket(name)}")
+        daemons.start_relay(lab)
+        record.save(lab)
         for node in lab.nodes:
-            progress(f"{node.name}: starting the lab kubelet and node routes")
+            progress(f"{node.name}: starting the lab kubelet")
             daemons.start_kubelet(lab, node)
-            if lab.routing == "native":
-                daemons.start_routes(lab, node)
             record.save(lab)
     except BaseException as e:
         progress(f"lab up failed ({e}); removing what was made")

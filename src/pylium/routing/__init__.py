@@ -4,14 +4,15 @@ Modules, one concern each:
 
 - `desired`: the routes a node wants, computed from CiliumNode and Node objects (pure)
 - `kernel`: the node's routes in the kernel (a protocol, and its pyroute2 implementation)
-- `component`: `NodeRoutes`, the component that watches the store and reconciles the kernel
-- `__main__`: `python -m pylium.routing`, the component as a process of its own (the lab runs it
-  per node until the agent wires it in)
+- `component`: `NodeRoutes`, the component that watches the store and reconciles the kernel (the
+  agent runs it in native routing)
+- `mode`: `RoutingMode`, native or tunnel
 """
 
 from pylium.routing.component import NodeRoutes, RoutesParams
 from pylium.routing.desired import NodeRoute, desired_routes
 from pylium.routing.kernel import PyrouteRouteKernel, RouteKernel
+from pylium.routing.mode import RoutingMode
 
 __all__ = [
     "NodeRoute",
@@ -19,5 +20,6 @@ __all__ = [
     "PyrouteRouteKernel",
     "RouteKernel",
     "RoutesParams",
+    "RoutingMode",
     "desired_routes",
 ]

@@ -6,9 +6,8 @@ the desired set and diffs it against the kernel's (our routes only): missing or 
 are replaced, stale ones deleted. A failed pass is retried with backoff, and a periodic pass
 repairs routes someone removed by hand.
 
-Agent wiring (Datapath group): build ``kernel = PyrouteRouteKernel("eth0")`` and
-``NodeRoutes(RoutesParams(node=p.node), store, kernel)``; after `setup_node`, `await
-kernel.start()` then `await routes.start()`; on stop, `routes.stop()` then `kernel.stop()`.
+The agent runs it in native routing (`agent/cells.py`, Datapath group), over a
+`PyrouteRouteKernel` of the node's uplink, from after the node set-up until before netlink stops.
 """
 
 from __future__ import annotations

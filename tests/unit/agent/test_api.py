@@ -20,6 +20,7 @@ from pylium.store import Store, open_store
 from tests.support import eventually
 from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
 from tests.unit.hubble.test_observer import FakeReader
+from tests.unit.routing.test_component import FakeKernel
 
 T = TypeVar("T")
 POD = "/var/run/netns/pod-a"
@@ -58,6 +59,7 @@ class Harness:
             netlink=self.nl,
             datapath=self.dp,
             open_events=self.open_events,
+            route_kernel=FakeKernel(),  # never the root netns's routes
         )
         self.readers: list[FakeReader] = []
         self.client = AgentClient(root / "agent.sock", timeout=5)

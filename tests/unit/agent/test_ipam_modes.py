@@ -19,6 +19,7 @@ from pylium.store import Object, Store, open_store
 from tests.support import eventually
 from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
 from tests.unit.hubble.test_observer import FakeReader
+from tests.unit.routing.test_component import FakeKernel
 
 
 class Node:
@@ -42,6 +43,7 @@ class Node:
             netlink=self.nl,
             datapath=self.dp,
             open_events=FakeReader,
+            route_kernel=FakeKernel(),  # never the root netns's routes
         )
         self.client = AgentClient(root / "agent.sock", timeout=5)
 

@@ -22,6 +22,7 @@ from tests.unit.agent.test_api import POD, node_object
 from tests.unit.endpoint.fakes import FakeDatapath, FakeNetlink
 from tests.unit.hubble.test_observer import FakeReader
 from tests.unit.hubble.test_parser import event
+from tests.unit.routing.test_component import FakeKernel
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ async def agent():
         netlink=netlink,
         datapath=FakeDatapath(),
         open_events=open_events,
+        route_kernel=FakeKernel(),
     )
     try:
         await a.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pylium.lab import record
-from pylium.lab.daemons import is_agent_of, is_kubelet_of, is_routes_of, lab_daemons
+from pylium.lab.daemons import is_agent_of, is_kubelet_of, lab_daemons
 from pylium.lab.storeproxy import etcd_endpoint
 
 
@@ -68,8 +68,9 @@ def test_lab_daemons_are_recognised_by_lab() -> None:
     assert matchers["scheduler"](scheduler) and not lab_daemons("t10")["scheduler"](scheduler)
     world = ["/v/bin/python", "-m", "pylium.lab.podserver", "--name", "t1-world", "--tcp", "80"]
     assert matchers["world server"](world) and not matchers["scheduler"](world)
-    routes = ["/v/bin/python", "-m", "pylium.routing", "--node", "t1-node1", "--store", "x"]
-    assert is_routes_of("t1-node1")(routes) and not is_routes_of("t1-node10")(routes)
+    relay = ["/v/bin/python", "-m", "pylium.hubble.relay", "--lab", "t1"]
+    assert matchers["hubble relay"](relay) and not lab_daemons("t10")["hubble relay"](relay)
+    assert not matchers["scheduler"](relay)
 
 
 def test_the_etcd_proxy_accepts_one_loopback_etcd_only() -> None:
