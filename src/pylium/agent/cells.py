@@ -28,6 +28,7 @@ from pylium.agent.ciliumnode import IpamStatusPublisher
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
 from pylium.datapath.lxc import MAP_EVENTS
+from pylium.datapath.nat import BpfMasquerade, MasqueradeParams, remove_masquerade
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.datapath.socklb import SockLB
@@ -78,6 +79,11 @@ class AgentParams:
     """native: routes to the other nodes' pod CIDRs (`NodeRoutes`); tunnel: no such routes."""
     uplink: str = "eth0"
     """The node's main device: native routes to other nodes leave through it."""
+    masquerade: bool = False
+    """BPF masquerade (Cilium's enable-bpf-masquerade): pod traffic to destinations outside
+    `native_routing_cidr` leaves `uplink` with the node's address."""
+    native_routing_cidr: str | None = None
+    """Destinations never masqueraded (Cilium's ipv4-native-routing-cidr): the cluster's pods."""
     kube_proxy_replacement: bool = False
     """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
     no service handling in the agent (the kube-proxy Proxier mode is not wired yet)."""
@@ -106,6 +112,8 @@ class Agent:
             raise ValueError("node name must not be empty")
         if params.kube_proxy_replacement and params.cgroup is None:
             raise ValueError("kube-proxy replacement needs the cgroup to attach socket LB to")
+        if params.masquerade and params.native_routing_cidr is None:
+            raise ValueError("BPF masquerade needs the native-routing CIDR it must not masquerade")
         self.params = params
         # Infrastructure
         self._store = store
@@ -115,6 +123,19 @@ class Agent:
             datapath
             if datapath is not None
             else BpfDatapath(DatapathParams(params.bpf_dir, ct_gc_interval=params.ct_gc_interval))
+        )
+        # Datapath: masquerade on the uplink (to-netdev/from-netdev), sharing the node's maps
+        self._masquerade = (
+            BpfMasquerade(
+                MasqueradeParams(
+                    params.bpf_dir,
+                    params.uplink,
+                    params.native_routing_cidr,
+                    gc_interval=params.ct_gc_interval,
+                )
+            )
+            if params.masquerade and params.native_routing_cidr is not None
+            else None
         )
         # Datapath: native routing's routes to the other nodes' pod CIDRs
         self._route_kernel: RouteKernel | None = None
@@ -189,6 +210,10 @@ class Agent:
         # crd mode has no pod CIDR: router/32 makes the datapath's "not a local pod" drop moot
         await self._datapath.start(str(ipam.router_ip), str(ipam.cidr or f"{ipam.router_ip}/32"))
         self._datapath_started = True
+        if self._masquerade is not None:
+            await self._masquerade.start()
+        else:
+            remove_masquerade(p.bpf_dir, p.uplink)  # turned off since the last run
         if p.kube_proxy_replacement and p.cgroup is not None:
             # Socket LB: a connect() to a service from any pod of the node goes to a backend.
             self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup)
@@ -263,6 +288,8 @@ class Agent:
         if self._sock_lb is not None:
             self._sock_lb.close()  # fds only: the pinned maps and cgroup links stay
             self._sock_lb = None
+        if self._masquerade is not None:
+            await self._masquerade.stop()  # fds only: the uplink's pinned links keep masquerading
         if self._datapath_started:
             await self._datapath.stop()  # closes fds only: pinned maps and links stay
             self._datapath_started = False

@@ -5,6 +5,7 @@
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
                  [--routing-mode native|tunnel] [--uplink DEVICE]
+                 [--enable-bpf-masquerade --native-routing-cidr CIDR]
 
 Logs go to stderr. The agent expects to run inside its node's network namespace (the lab starts
 it with `nsenter --net=...`): it enables forwarding there and attaches its programs to the
@@ -86,6 +87,17 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         help="the node's main device, where native routes leave (default eth0)",
     )
     parser.add_argument(
+        "--enable-bpf-masquerade",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="masquerade pod traffic leaving the cluster to the uplink's address in BPF",
+    )
+    parser.add_argument(
+        "--native-routing-cidr",
+        metavar="CIDR",
+        help="destinations reached without masquerading (Cilium's ipv4-native-routing-cidr)",
+    )
+    parser.add_argument(
         "--kube-proxy-replacement",
         choices=["true", "false"],
         default="false",
@@ -103,6 +115,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     kube_proxy_replacement = args.kube_proxy_replacement == "true"
     if kube_proxy_replacement and args.cgroup is None:
         parser.error("--kube-proxy-replacement true needs --cgroup")
+    if args.enable_bpf_masquerade and args.native_routing_cidr is None:
+        parser.error("--enable-bpf-masquerade needs --native-routing-cidr")
     crash_at = os.environ.get(CRASH_ENV)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -121,6 +135,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         metrics_listen=args.metrics_listen,
         routing_mode=RoutingMode(args.routing_mode),
         uplink=args.uplink,
+        masquerade=args.enable_bpf_masquerade,
+        native_routing_cidr=args.native_routing_cidr,
         kube_proxy_replacement=kube_proxy_replacement,
         cgroup=args.cgroup,
         on_step=_crash_hook(crash_at) if crash_at else None,

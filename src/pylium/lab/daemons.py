@@ -15,6 +15,7 @@ from pylium.lab.record import (
     CLUSTER_POOL,
     POD_CIDR_MASK,
     UPLINK,
+    WORLD_IP,
     WORLD_SERVER_PORTS,
     LabRecord,
     NodeRecord,
@@ -53,6 +54,9 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         lab.routing,
         "--uplink",
         UPLINK,
+        "--enable-bpf-masquerade",  # pods reach the world namespace as their node
+        "--native-routing-cidr",
+        CLUSTER_POOL,
         "--hubble-listen",
         node.hubble_address,
         "--metrics-listen",
@@ -155,7 +159,7 @@ def start_lab_daemons(lab: LabRecord) -> None:
     tcp, udp = WORLD_SERVER_PORTS
     server = [
         sys.executable, "-m", PODSERVER_MODULE, "--name", f"{lab.name}-world",
-        "--tcp", str(tcp), "--udp", str(udp),
+        "--tcp", str(tcp), "--udp", str(udp), "--address", WORLD_IP,
     ]  # fmt: skip
     lab.worldServerPid = process.start(
         netns.nsenter_argv(world_netns(lab.name), server), log_dir / "world.log"
