@@ -1,6 +1,7 @@
 """A three-node lab with native routing: underlay and world namespaces, operator-assigned pod
 CIDRs, pods spread by the scheduler, node routes, pod-to-pod across nodes, status, get nodes,
-the connectivity test, and a teardown that leaves nothing (conftest checks)."""
+the connectivity test (pod-to-world through BPF masquerade), and a teardown that leaves nothing
+(conftest checks)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from pylium import paths
+from pylium.datapath.conntrack import Ct4Tuple, TupleFlags
+from pylium.datapath.maps import Map, RawMap
+from pylium.datapath.nat import MAP_SNAT, Nat4Entry
 from pylium.lab import netns, record
 from tests.lab.conftest import (
     answering,
@@ -197,24 +201,37 @@ def test_connectivity_test_reports_every_scenario(lab3: str) -> None:
     proc = pylium("--lab", lab3, "connectivity", "test", "-o", "json", check=False)
     report = json.loads(proc.stdout)
     results = {s["name"]: s["status"] for s in report["scenarios"]}
-    # pod-to-world fails until masquerading lands (issue item 6); update this then.
+    # pod-to-world passes through BPF masquerade on each node's uplink (issue item 6).
     assert results == {
         "pod-to-pod-same-node": "passed",
         "pod-to-pod-other-node": "passed",
-        "pod-to-world": "failed",
+        "pod-to-world": "passed",
         "pod-to-host": "passed",
     }
-    assert proc.returncode == 1
-    world = next(s for s in report["scenarios"] if s["name"] == "pod-to-world")
-    assert "masquerad" in world["requires"]
+    assert proc.returncode == 0
     hosts = next(s for s in report["scenarios"] if s["name"] == "pod-to-host")
     assert len(hosts["actions"]) == NODES
-    # The world itself answers: the failure is the missing masquerade, not a broken lab.
-    argv = [sys.executable, "-m", "pylium.lab.probe", record.WORLD_IP, "80"]
-    probe = subprocess.run(
-        netns.nsenter_argv(record.node_netns(lab3, 1), argv), capture_output=True, text=True
-    )
-    assert json.loads(probe.stdout)["answer"] == f"{lab3}-world"
+    # The world answered a pod because the pod's node masqueraded it: its NAT map maps the
+    # client pod's flows to the world onto the node's own address.
+    masqueraded = {
+        (_ip(key.saddr), _ip(entry.to_addr))
+        for i in range(1, NODES + 1)
+        for key, entry in _nat_entries(record.node_name(lab3, i))
+        if key.flags == TupleFlags.OUT and _ip(key.daddr) == record.WORLD_IP
+    }
+    assert len(masqueraded) == 1, masqueraded
+    ((pod_ip, node_ip),) = masqueraded
+    client_node = next(n for n in _status(lab3)["nodes"] if n["underlayIP"] == node_ip)
+    assert ipaddress.IPv4Address(pod_ip) in ipaddress.IPv4Network(client_node["podCIDR"])
+
+
+def _ip(raw: Any) -> str:
+    return str(ipaddress.IPv4Address(bytes(raw)))
+
+
+def _nat_entries(node: str) -> list[tuple[Ct4Tuple, Nat4Entry]]:
+    with RawMap.from_pin(paths.bpffs_node_dir(node) / MAP_SNAT) as raw:
+        return list(Map(raw, Ct4Tuple, Nat4Entry).items())
 
 
 def test_connectivity_test_filter_and_text_output(lab3: str) -> None:

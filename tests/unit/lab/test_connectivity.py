@@ -78,7 +78,8 @@ def test_verdicts_on_a_two_node_deployment() -> None:
         ("203.0.113.1", 80, "tcp", "timeout"),
         ("203.0.113.1", 53, "udp", "timeout"),
     ]
-    assert world.requires is not None and "masquerad" in world.requires
+    # Masquerading is in: a failing pod-to-world is a regression, no known missing feature.
+    assert world.requires is None
     assert by_name["pod-to-pod-same-node"].requires is None
 
 

@@ -80,7 +80,6 @@ SCENARIOS: list[Scenario] = [
         "pod-to-world",
         "client to an address outside the cluster (the lab's world namespace)",
         _world,
-        requires="masquerading of pod traffic leaving the cluster (not implemented yet)",
     ),
     Scenario(
         "pod-to-host",
