@@ -48,7 +48,6 @@ def test_demo_runs_end_to_end_and_replaces_its_lab(lab_name: str) -> None:
     ("args", "error"),
     [
         (["--nodes", "0"], "--nodes 0"),
-        (["--routing", "tunnel"], "tunnel routing is not available yet"),
         (["--store", "etcd://10.1.2.3:2379"], "loopback"),
     ],
 )

@@ -62,11 +62,6 @@ def up(
     """
     if nodes < 1 or nodes > MAX_NODES:
         raise LabError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
-    if routing == "tunnel":
-        raise LabError(
-            "--routing tunnel: tunnel routing is not available yet (the VXLAN datapath is "
-            "still to come); use --routing native"
-        )
     if store != "sqlite":
         try:
             storeproxy.etcd_endpoint(store)
