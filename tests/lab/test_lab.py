@@ -292,3 +292,31 @@ def test_a_crashing_container_is_restarted_with_backoff(lab: str) -> None:
     container = wait_for(backing_off, timeout=15, interval=0.1)
     assert container["ready"] is False
     pylium("--lab", lab, "delete", "pod", "crashy")
+
+
+def test_a_service_gets_its_cluster_ip_at_apply_and_a_slice_of_its_pods(lab: str) -> None:
+    """As the API server and the EndpointSlice controller do: the ClusterIP is in the stored
+    Service at once, and `get endpointslices` lists the selected pods' addresses."""
+    pods = [server_pod(n) for n in ("svc-a", "svc-b")]
+    for p in pods:
+        p["metadata"]["labels"] = {"app": "svc"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "svc", "namespace": "default"},
+        "spec": {"selector": {"app": "svc"}, "ports": [{"port": 8080, "targetPort": 80}]},
+    }
+    apply(lab, *pods, service)
+    cluster_ip = (store_get(lab, "Service", "svc", "default") or {})["spec"]["clusterIP"]
+    assert ipaddress.IPv4Address(cluster_ip) in ipaddress.IPv4Network(record.SERVICE_CIDR)
+    ips = sorted(running_pod(lab, n)["status"]["podIP"] for n in ("svc-a", "svc-b"))
+
+    def listed() -> list[str] | None:
+        lines = pylium("--lab", lab, "get", "endpointslices").stdout.splitlines()
+        rows = [line.split() for line in lines[1:] if line.startswith("svc-")]
+        return rows[0] if rows and sorted(rows[0][3].split(",")) == ips else None
+
+    row = wait_for(listed, timeout=15, interval=0.2)
+    assert row[1:3] == ["IPv4", "80"]
+    lines = pylium("--lab", lab, "get", "svc", "svc").stdout.splitlines()
+    assert lines[1].split()[:5] == ["svc", "ClusterIP", cluster_ip, "<none>", "8080/TCP"]

@@ -67,36 +67,51 @@ def _resource_name(info: KindInfo) -> str:
 @store_option
 @click.pass_context
 def apply_cmd(ctx: click.Context, files: tuple[str, ...], store_url: str | None) -> None:
-    """Create or update objects from manifests. All are validated first; if any is invalid,
-    nothing is stored."""
+    """Create or update objects from manifests. All are validated and admitted (a Service gets
+    its ClusterIP and NodePorts) first; if any is invalid, nothing is stored."""
     from pylium.api import ApiError, kind_for, validate
     from pylium.cli.manifests import ManifestError, load_manifests
+    from pylium.loadbalancer.serviceipam import admit
 
     try:
         manifests = load_manifests(files)
     except ManifestError as exc:
         fail(str(exc))
-    valid: list[dict[str, Any]] = []
+    valid: list[tuple[dict[str, Any], str]] = []  # (object, source)
     errors: list[str] = []
     for manifest in manifests:
         try:
-            valid.append(validate(manifest.object))
+            valid.append((validate(manifest.object), manifest.source))
         except ApiError as exc:
             errors.append(f"{exc} (in {manifest.source})")
-    if errors:
-        for message in errors[:-1]:
-            click.echo(f"error: {message}", err=True)
-        fail(errors[-1])
+    _fail_with(errors)
     if not valid:
         fail("no objects passed to apply")
 
     async def work(store: Store) -> None:
-        for obj in valid:
+        # Allocations of objects admitted before a later one fails are recorded but never
+        # stored: the operator's service IPAM repair frees them.
+        admitted = []
+        for obj, source in valid:
+            try:
+                admitted.append(await admit(store, obj))
+            except ApiError as exc:
+                errors.append(f"{exc} (in {source})")
+        _fail_with(errors)
+        for obj in admitted:
             stored, result = await store.apply(obj)
             info = kind_for(obj["apiVersion"], obj["kind"])
             click.echo(f"{_resource_name(info)}/{stored['metadata']['name']} {result}")
 
     _run(ctx, store_url, work)
+
+
+def _fail_with(errors: list[str]) -> None:
+    """Print every error and exit 1; nothing when there is none."""
+    if errors:
+        for message in errors[:-1]:
+            click.echo(f"error: {message}", err=True)
+        fail(errors[-1])
 
 
 @click.command("get")
@@ -193,6 +208,7 @@ def delete_cmd(
     """Delete objects: `delete -f FILE` or `delete RESOURCE NAME... [-n NS]`."""
     from pylium.api import ApiError, resolve_resource
     from pylium.cli.manifests import ManifestError, load_manifests
+    from pylium.loadbalancer.serviceipam import forget
     from pylium.store import NotFound
 
     targets: list[tuple[KindInfo, str, str]] = []  # (kind, namespace, name)
@@ -219,6 +235,7 @@ def delete_cmd(
                     missing += 1
                     click.echo(f'error: {info.plural} "{name}" not found', err=True)
                 continue
+            await forget(store, info.kind, ns, name)  # frees a Service's addresses and ports
             click.echo(f'{info.kind.lower()} "{name}" deleted')
         return missing
 

@@ -10,6 +10,9 @@ from pylium.cli.output import NONE, age
 
 Object = dict[str, Any]
 
+UNSET = "<unset>"
+"""kubectl's cell for an EndpointSlice without ports or endpoints."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -67,6 +70,47 @@ def _service_ports(svc: Object) -> str:
         node_port = f":{p['nodePort']}" if p.get("nodePort") else ""
         out.append(f"{p['port']}{node_port}/{p.get('protocol', 'TCP')}")
     return ",".join(out) or NONE
+
+
+def _external_ip(svc: Object) -> str:
+    """kubectl's EXTERNAL-IP: a LoadBalancer's ingress addresses (`<pending>` until assigned),
+    an ExternalName's name, else `spec.externalIPs`."""
+    spec = svc.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return str(spec.get("externalName") or NONE)
+    addresses = list(spec.get("externalIPs") or [])
+    if spec.get("type") == "LoadBalancer":
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        addresses += [i.get("ip") or i.get("hostname") for i in ingress]
+        return ",".join(a for a in addresses if a) or "<pending>"
+    return ",".join(addresses) or NONE
+
+
+MAX_SLICE_ENDPOINTS = 3
+"""kubectl shows this many endpoint addresses of a slice, then "+ N more..."."""
+
+
+def _slice_ports(eps: Object) -> str:
+    ports = [str(p["port"]) for p in eps.get("ports") or [] if p.get("port") is not None]
+    return ",".join(ports) or UNSET
+
+
+def _slice_endpoints(eps: Object) -> str:
+    addresses = [a for e in eps.get("endpoints") or [] for a in e.get("addresses") or []]
+    if not addresses:
+        return UNSET
+    shown = ",".join(addresses[:MAX_SLICE_ENDPOINTS])
+    more = len(addresses) - MAX_SLICE_ENDPOINTS
+    return f"{shown} + {more} more..." if more > 0 else shown
+
+
+def _pool_blocks(pool: Object) -> str:
+    spec = pool.get("spec") or {}
+    blocks = spec.get("blocks") or spec.get("cidrs") or []
+    cidrs = [
+        b.get("cidr") or f"{b.get('start')}-{b.get('stop')}" for b in blocks if isinstance(b, dict)
+    ]
+    return ",".join(cidrs) or NONE
 
 
 def _node_status(node: Object) -> str:
@@ -132,7 +176,7 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
             NAME,
             Column("TYPE", lambda o: str(o.get("spec", {}).get("type") or "ClusterIP")),
             Column("CLUSTER-IP", lambda o: str(o.get("spec", {}).get("clusterIP") or NONE)),
-            Column("EXTERNAL-IP", lambda o: NONE),
+            Column("EXTERNAL-IP", _external_ip),
             Column("PORT(S)", _service_ports),
             AGE,
         ],
@@ -162,6 +206,25 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         [],
     ),
     "CiliumIdentity": ([Column("ID", _name), Column("LABELS", _security_labels), AGE], []),
+    "EndpointSlice": (
+        [
+            NAME,
+            Column("ADDRESSTYPE", lambda o: str(o.get("addressType") or NONE)),
+            Column("PORTS", _slice_ports),
+            Column("ENDPOINTS", _slice_endpoints),
+            AGE,
+        ],
+        [],
+    ),
+    "CiliumLoadBalancerIPPool": (
+        [
+            NAME,
+            Column("DISABLED", lambda o: str(bool((o.get("spec") or {}).get("disabled"))).lower()),
+            Column("BLOCKS", _pool_blocks),
+            AGE,
+        ],
+        [],
+    ),
 }
 
 

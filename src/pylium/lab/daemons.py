@@ -13,7 +13,9 @@ from pylium import paths
 from pylium.lab import netns, process
 from pylium.lab.record import (
     CLUSTER_POOL,
+    LB_POOL,
     POD_CIDR_MASK,
+    SERVICE_CIDR,
     UPLINK,
     WORLD_IP,
     WORLD_SERVER_PORTS,
@@ -120,11 +122,12 @@ def start_kubelet(lab: LabRecord, node: NodeRecord) -> int:
 
 
 def operator_argv(lab: LabRecord) -> list[str]:
-    """The operator's command line: cluster-pool IPAM over the lab's pod range."""
+    """The operator's command line: cluster-pool IPAM over the lab's pod range, ClusterIPs
+    and LoadBalancer IPs out of the lab's ranges."""
     return [
         str(Path(sys.executable).parent / "pylium-operator"), "--store", lab.store,
         "--cluster-pool-ipv4-cidr", CLUSTER_POOL, "--cluster-pool-ipv4-mask-size",
-        str(POD_CIDR_MASK),
+        str(POD_CIDR_MASK), "--service-cluster-ip-range", SERVICE_CIDR, "--lb-pool", LB_POOL,
     ]  # fmt: skip
 
 

@@ -98,6 +98,12 @@ def node_pattern(lab: str) -> re.Pattern[str]:
 CLUSTER_POOL = "10.244.0.0/16"
 """The pods' addresses; the operator hands each node a /POD_CIDR_MASK of it."""
 POD_CIDR_MASK = 24
+SERVICE_CIDR = "10.96.0.0/16"
+"""ClusterIPs (the operator's and the CLI's default, kube-apiserver's usual range)."""
+LB_POOL = "198.51.100.0/24"
+"""LoadBalancer IPs (the operator's `--lb-pool`): TEST-NET-2, lab-only like the world's
+TEST-NET-3 but outside WORLD_CIDR, which the world namespace holds on-link (an LB IP inside it
+could never be routed to a node)."""
 
 
 def store_url(lab: str, store: str = "sqlite") -> str:

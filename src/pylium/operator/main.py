@@ -3,6 +3,8 @@
     pylium-operator --store URL [--ipam cluster-pool|kubernetes|crd]
         [--cluster-pool-ipv4-cidr CIDR ...] [--cluster-pool-ipv4-mask-size N]
         [--identity-gc-grace S] [--identity-gc-interval S] [--resync-interval S]
+        [--service-cluster-ip-range CIDR] [--service-node-port-range LOW-HIGH]
+        [--lb-pool CIDR ...]
 
 Logs go to stderr. One operator per cluster is the plan, but two running at once never hand out
 a pod CIDR twice (see `operator/ledger.py`).
@@ -17,6 +19,7 @@ import signal
 import sys
 
 from pylium.ipam.sources import IpamMode
+from pylium.loadbalancer.allocation import DEFAULT_NODE_PORTS, DEFAULT_SERVICE_CIDR
 from pylium.operator.cells import DEFAULT_MASK_SIZE, DEFAULT_POOL, Operator, OperatorParams
 
 log = logging.getLogger("pylium.operator")
@@ -66,8 +69,31 @@ def parse_args(argv: list[str] | None) -> OperatorParams:
         metavar="S",
         help="seconds between full passes over every node (default 30)",
     )
+    parser.add_argument(
+        "--service-cluster-ip-range",
+        default=str(DEFAULT_SERVICE_CIDR),
+        metavar="CIDR",
+        help=f"where ClusterIPs come from (default {DEFAULT_SERVICE_CIDR})",
+    )
+    ports = "-".join(map(str, DEFAULT_NODE_PORTS))
+    parser.add_argument(
+        "--service-node-port-range",
+        default=ports,
+        metavar="LOW-HIGH",
+        help=f"where NodePorts come from (default {ports})",
+    )
+    parser.add_argument(
+        "--lb-pool",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a LoadBalancer IP pool besides CiliumLoadBalancerIPPool objects; repeatable",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
+    low, sep, high = args.service_node_port_range.partition("-")
+    if not (sep and low.isdigit() and high.isdigit()):
+        parser.error(f"--service-node-port-range {args.service_node_port_range}: expected LOW-HIGH")
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -81,6 +107,9 @@ def parse_args(argv: list[str] | None) -> OperatorParams:
         resync_interval=args.resync_interval,
         identity_gc_grace=args.identity_gc_grace,
         identity_gc_interval=args.identity_gc_interval,
+        service_cidr=args.service_cluster_ip_range,
+        node_ports=(int(low), int(high)),
+        lb_pools=tuple(args.lb_pool),
     )
 
 

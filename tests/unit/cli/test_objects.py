@@ -147,7 +147,7 @@ def test_get_pods_table_wide_and_all_namespaces(tmp_path: Path, store_url: str) 
     assert run("get", "svc", "web").stdout.splitlines()[1].split()[:5] == [
         "web",
         "ClusterIP",
-        "<none>",
+        "10.96.0.1",  # admitted at apply, as the API server does
         "<none>",
         "80/TCP",
     ]
@@ -161,7 +161,7 @@ def test_get_machine_readable_outputs(tmp_path: Path, store_url: str) -> None:
         "web",
         "default",
     )
-    assert one["metadata"]["resourceVersion"] == "2"
+    assert one["metadata"]["resourceVersion"] == "3"  # after the service ledger and the Namespace
     many = json.loads(run("get", "ns", "-o", "json").stdout)
     assert many["kind"] == "List"
     assert [i["metadata"]["name"] for i in many["items"]] == ["team"]
@@ -217,3 +217,80 @@ def test_store_comes_from_the_lab_record(tmp_path: Path, monkeypatch: pytest.Mon
     result = run("--lab", "demo", "apply", "-f", "-", input=MANIFEST)
     assert result.exit_code == 0, result.output
     assert [p["metadata"]["name"] for p in stored(url, "Pod")] == ["web"]
+
+
+SERVICES = """\
+apiVersion: v1
+kind: Service
+metadata: {name: lb}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 443, targetPort: 8443}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: pool}
+spec:
+  blocks: [{cidr: 198.51.100.0/24}]
+"""
+
+
+def test_apply_admits_services_and_delete_frees_their_addresses(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A Service gets a ClusterIP and NodePorts at apply; a ClusterIP another service holds is
+    refused with nothing stored; delete frees the address for the next service."""
+    path = write(tmp_path, "svc.yaml", SERVICES)
+    assert run("apply", "-f", path).exit_code == 0
+    (svc,) = stored(store_url, "Service")
+    assert svc["spec"]["clusterIP"] == "10.96.0.1"
+    assert 30000 <= svc["spec"]["ports"][0]["nodePort"] <= 32767
+    assert run("apply", "-f", path).stdout.splitlines()[0] == "service/lb unchanged"
+    lines = run("get", "svc").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    port = svc["spec"]["ports"][0]["nodePort"]
+    assert lines[1].split()[:5] == [
+        "lb",
+        "LoadBalancer",
+        "10.96.0.1",
+        "<pending>",
+        f"443:{port}/TCP",
+    ]
+    pools = run("get", "ciliumloadbalancerippools").stdout.splitlines()
+    assert [line.split()[:3] for line in pools] == [
+        ["NAME", "DISABLED", "BLOCKS"],
+        ["pool", "false", "198.51.100.0/24"],
+    ]
+
+    taken = (
+        SERVICES.split("---")[0]
+        .replace("name: lb", "name: other")
+        .replace("spec:\n", "spec:\n  clusterIP: 10.96.0.1\n")
+    )
+    result = run("apply", "-f", write(tmp_path, "taken.yaml", taken))
+    assert result.exit_code == 1
+    assert "spec.clusterIPs" in result.stderr and "already allocated" in result.stderr
+    assert [s["metadata"]["name"] for s in stored(store_url, "Service")] == ["lb"]
+
+    assert run("delete", "svc", "lb").exit_code == 0
+    assert run("apply", "-f", write(tmp_path, "taken.yaml", taken)).exit_code == 0
+    assert stored(store_url, "Service")[0]["spec"]["clusterIP"] == "10.96.0.1"
+
+
+def test_get_endpointslices_columns(tmp_path: Path, store_url: str) -> None:
+    """ADDRESSTYPE, the ports, and at most three addresses then "+ N more..." (kubectl)."""
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-abc"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [f"10.244.1.{i}"]} for i in range(2, 7)],
+    }
+    assert run("apply", "-f", write(tmp_path, "eps.json", json.dumps(slice_))).exit_code == 0
+    lines = run("get", "endpointslices").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    assert lines[1].split()[:7] == [
+        "web-abc", "IPv4", "8080", "10.244.1.2,10.244.1.3,10.244.1.4", "+", "2", "more...",
+    ]  # fmt: skip
