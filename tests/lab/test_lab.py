@@ -154,14 +154,19 @@ def test_deleting_a_pod_removes_netns_veth_and_frees_its_ip(lab: str) -> None:
     wait_for(lambda: not netns.exists(ns), timeout=15)
     wait_for(lambda: ip not in _ipam_used(lab), timeout=10)
     routes = subprocess.run(["ip", "-n", node_ns, "route"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-n", node_ns, "-o", "link"], capture_output=True, text=True)
     assert ip not in routes
     socket = f"/var/run/pylium/{lab}-node1/agent.sock"
     endpoints = AgentClient(socket).endpoints()
     assert ip not in [e["ipv4"] for e in endpoints]
     host_ifs = {e["hostIfname"] for e in endpoints}
-    lxc = {line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()}
-    assert {name for name in lxc if name.startswith("lxc")} == host_ifs
+
+    def lxc_links() -> set[str]:
+        out = subprocess.run(["ip", "-n", node_ns, "-o", "link"], capture_output=True, text=True)
+        names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+        return {name for name in names if name.startswith("lxc")}
+
+    # the agent deletes a DEL'd veth pair just after DEL returns
+    wait_for(lambda: lxc_links() == host_ifs, timeout=10)
 
 
 def test_agent_killed_and_restarted_keeps_pods_and_allocations(

@@ -6,12 +6,17 @@ contenders call by call so both see the same machine load. Timing happens in a w
 process started inside the node netns (`python -m pylium.bench.cni SPEC_JSON`, samples
 written to a file in the work dir) because the reference bridge plugin builds its bridge in
 the netns it runs in. Progress goes to stderr; nothing is left behind.
+
+pylium's agent deletes a DEL'd veth pair in the background (its RCU waits hold the RTNL lock
+for a while); before the next timed call the worker waits, untimed, until that interface is
+gone, so neither contender's numbers carry the other's leftover kernel work.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 import tempfile
@@ -172,11 +177,25 @@ def _measure(spec: dict[str, Any], progress: Progress) -> dict[str, dict[str, li
                 start = time.perf_counter()
                 runtime.delete(net, atts[c][i], results[c][i])
                 samples[c]["del"].append(time.perf_counter() - start)
+                if c == "pylium":  # its first interface is the host-side veth
+                    _wait_gone(results[c][i]["interfaces"][0]["name"])
             _tick(progress, "DEL", i, count)
     finally:
         for name in (n for group in names.values() for n in group):
             netns_del(name)
     return samples
+
+
+def _wait_gone(ifname: str, timeout: float = 10.0) -> None:
+    """Wait until the node netns has no interface `ifname` (the worker runs in it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"{ifname} still exists {timeout} s after DEL")
 
 
 def _tick(progress: Progress, op: str, i: int, count: int) -> None:

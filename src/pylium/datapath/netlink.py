@@ -5,6 +5,10 @@ pyroute2, so unit tests run it against an in-memory fake. `PyrouteNetlink` is th
 one RTNL socket for the agent's own (node) namespace, opened at `start()` and reused, and a
 short-lived socket per pod namespace (see `_rtnl_socket_in`).
 
+The kernel runs an RTNL request inside the sender's sendmsg(), so a slow one blocks the calling
+thread: deleting a node-side veth (RCU grace periods, ~15 ms bare, ~50 ms with tcx links) runs
+on a socket of its own in a worker thread instead of stalling the event loop.
+
 Adds and deletes are idempotent by errno (EEXIST on add, ENOENT/ENODEV/ESRCH on delete), except
 `add_veth`, whose EEXIST means "someone else's interface" and raises `LinkExists`.
 
@@ -24,6 +28,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -41,6 +46,9 @@ Scope = Literal["universe", "link"]
 _RT_SCOPE: dict[Scope, int] = {"universe": 0, "link": 253}
 _RT_TABLE_MAIN = 254
 _IFF_UP = 1
+_RTM_DELLINK = 17
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST_ACK = 0x1 | 0x4
 
 HOST_DEV = "pylium_host"
 """Holds the node's router IP, as Cilium's cilium_host."""
@@ -143,6 +151,10 @@ class Netns(Protocol):
         """Add a route to the main table; present already is success."""
         ...
 
+    async def delete_route(self, route: Route) -> bool:
+        """Delete a main-table route; False if it was not there (or its device is gone)."""
+        ...
+
     async def routes(self, dev: str) -> list[Route]:
         """IPv4 main-table routes whose output device is `dev`."""
         ...
@@ -235,11 +247,30 @@ def _missing(err: Exception, *codes: int) -> bool:
     return getattr(err, "code", None) in codes
 
 
-class PyrouteNetns:
-    """`Netns` over one pyroute2 AsyncIPRoute socket."""
+def _delete_link_blocking(index: int) -> bool:
+    """RTM_DELLINK of `index` in the calling thread's namespace; False if it was gone."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE) as sock:
+        header = struct.pack("=LHHLL", 32, _RTM_DELLINK, _NLM_F_REQUEST_ACK, 1, 0)
+        sock.send(header + struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))
+        answer = sock.recv(65536)
+    (kind,) = struct.unpack_from("=H", answer, 4)
+    if kind != _NLMSG_ERROR:
+        raise NetlinkError(f"RTM_DELLINK answered with message type {kind}")
+    (error,) = struct.unpack_from("=i", answer, 16)
+    if error == 0:
+        return True
+    if -error in (errno.ENODEV, errno.ENOENT):
+        return False
+    raise OSError(-error, f"deleting interface {index}: {os.strerror(-error)}")
 
-    def __init__(self, ipr: Any) -> None:
+
+class PyrouteNetns:
+    """`Netns` over one pyroute2 AsyncIPRoute socket. `home`: the namespace is the agent's
+    own, where its worker threads live, so slow requests may run in one."""
+
+    def __init__(self, ipr: Any, home: bool = False) -> None:
         self._ipr = ipr
+        self._home = home
 
     async def _index(self, name: str) -> int | None:
         found = await self._ipr.link_lookup(ifname=name)
@@ -311,6 +342,8 @@ class PyrouteNetns:
         index = await self._index(name)
         if index is None:
             return False
+        if self._home:
+            return await asyncio.to_thread(_delete_link_blocking, index)
         try:
             await self._ipr.link("del", index=index)
         except RtnlError as err:
@@ -375,6 +408,21 @@ class PyrouteNetns:
             if err.code != errno.EEXIST:
                 raise
 
+    async def delete_route(self, route: Route) -> bool:
+        index = await self._index(route.dev)
+        if index is None:
+            return False
+        spec: dict[str, Any] = {"dst": route.dst, "oif": index, "scope": _RT_SCOPE[route.scope]}
+        if route.gateway is not None:
+            spec["gateway"] = route.gateway
+        try:
+            await self._ipr.route("del", **spec)
+        except RtnlError as err:
+            if _missing(err, errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                return False
+            raise
+        return True
+
     async def routes(self, dev: str) -> list[Route]:
         index = await self._require(dev)
         scopes: dict[int, Scope] = {0: "universe", 253: "link"}
@@ -404,7 +452,7 @@ class PyrouteNetlink:
         """Open the node namespace's RTNL socket."""
         self._ipr = AsyncIPRoute()
         await self._ipr.setup_endpoint()
-        self._node = PyrouteNetns(self._ipr)
+        self._node = PyrouteNetns(self._ipr, home=True)
 
     async def stop(self) -> None:
         """Close the node socket."""

@@ -5,7 +5,11 @@ Ordering that makes a crash at any point leak nothing:
 - ADD writes the state file (`creating`) before touching IPAM or the kernel; a restart finds
   the file and rolls back: delete the host veth (the pair goes with it), release the owner's
   addresses, remove the file.
-- DEL writes `deleting` first; a restart finishes it.
+- DEL writes `deleting` first; a restart finishes it. DEL returns once the datapath entries,
+  the host route, the address and the state file are gone; deleting the veth pair itself
+  (~30-50 ms of kernel RCU waits with tcx links) finishes in the background. A later ADD in
+  the same pod namespace or of the same host interface waits for it, `stop()` waits for all,
+  and a restart deletes any veth no endpoint owns, so nothing is left either way.
 - ADD attaches the datapath (map entries, tc programs) before it writes `ready`, so a pod
   whose ADD succeeded has its traffic on the programs; DEL detaches before it unplumbs.
 - At start, `lxc*` interfaces no endpoint owns are deleted, addresses no endpoint owns are
@@ -87,6 +91,8 @@ class EndpointManager:
         self._lock_users: dict[Key, int] = {}
         self._in_flight: set[str] = set()
         self._gc_task: asyncio.Task[None] | None = None
+        self._unplumbing: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        """Host ifname -> (pod netns, task deleting the veth pair) of DELs still finishing."""
 
     @property
     def states(self) -> EndpointStateDir:
@@ -106,6 +112,7 @@ class EndpointManager:
             elif ep.state == "deleting":
                 log.warning("finishing DEL of endpoint %d (%s)", ep.id, ep.owner)
                 await self._remove(ep)
+        await self.unplumbed()
         await self._delete_orphan_links()
         await self._reconcile_datapath()
         self._ipam.gc(self._live_owners(), grace=self._params.ipam_gc_grace)
@@ -113,12 +120,24 @@ class EndpointManager:
         self._gc_task = asyncio.create_task(self._gc_loop(), name="ipam-gc")
 
     async def stop(self) -> None:
-        """Stop the GC task and wait for it."""
+        """Stop the GC task and wait for it and for veth deletions still running."""
         if self._gc_task is not None:
             self._gc_task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._gc_task
             self._gc_task = None
+        await self.unplumbed()
+
+    async def unplumbed(self, netns: str | None = None, host_ifname: str | None = None) -> None:
+        """Wait until the veth pairs of finished DELs are deleted: all of them, or only those
+        in pod namespace `netns` or named `host_ifname`."""
+        pending = [
+            task
+            for name, (ns, task) in self._unplumbing.items()
+            if (netns is None and host_ifname is None) or ns == netns or name == host_ifname
+        ]
+        if pending:
+            await asyncio.wait(pending)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -153,10 +172,13 @@ class EndpointManager:
         async with self._serialized(key):
             self._in_flight.add(owner)
             try:
+                # a DEL's veth still going away would clash on its names
+                await self.unplumbed(req.netns, host_ifname(*key))
                 old = self.find(*key)
                 if old is not None:
                     log.info("ADD replaces endpoint %d of %s", old.id, owner)
                     await self._remove(old)
+                    await self.unplumbed(host_ifname=old.host_ifname)
                 return await self._create(req)
             finally:
                 self._in_flight.discard(owner)
@@ -260,15 +282,30 @@ class EndpointManager:
     # --- internals -------------------------------------------------------------------------
 
     async def _remove(self, ep: Endpoint) -> None:
-        """Delete an endpoint: mark it, unplumb, release its address, forget it."""
+        """Delete an endpoint: mark it, detach the datapath, delete the host route, release
+        its address, forget it; then delete the veth pair in the background (see the module
+        docstring)."""
         ep = replace(ep, state="deleting")
         self._states.save(ep)
         self._by_id[ep.id] = ep
         await self._dp.delete(plumbing.datapath_row(ep))
-        await plumbing.unplumb(self._nl, ep)
+        # the address may go to the next ADD at once; setting the veth down instead would
+        # cost an RCU grace period (~25 ms) too
+        await self._nl.node.delete_route(plumbing.host_route(ep))
         self._ipam.release_owner(ep.owner)
         self._forget(ep)
+        task = asyncio.create_task(self._unplumb(ep), name=f"unplumb:{ep.host_ifname}")
+        self._unplumbing[ep.host_ifname] = (ep.netns, task)
         log.info("endpoint %d deleted: %s %s", ep.id, ep.owner, ep.ipv4)
+
+    async def _unplumb(self, ep: Endpoint) -> None:
+        try:
+            await plumbing.unplumb(self._nl, ep)
+        except Exception:
+            # the next start deletes interfaces no endpoint owns
+            log.exception("deleting %s of endpoint %d failed", ep.host_ifname, ep.id)
+        finally:
+            del self._unplumbing[ep.host_ifname]
 
     async def _rollback(self, ep: Endpoint) -> None:
         """Undo a partial ADD; each step is idempotent, so a repeat after a crash is safe."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from pylium.bench.scratch import ScratchNode, netns_add, netns_del, unique_name
 from pylium.cni.runtime import Attachment, CniRuntime, NetworkList
+from tests.support import wait_for
 
 PREFIX = "pyl-tc-"
 """This suite's netns prefix (node and pods)."""
@@ -84,6 +85,11 @@ class CniHarness:
         """The lxc* interfaces in the node netns."""
         links = self.ip(self.node_path, "link", "show")
         return {link["ifname"] for link in links if link["ifname"].startswith("lxc")}
+
+    def wait_veths_gone(self, names: set[str] | None = None) -> None:
+        """Wait until the named lxc interfaces (every one when None) are gone: DEL returns once
+        the address and routes are released, the agent deletes the veth pair just after."""
+        wait_for(lambda: not (self.host_veths() & names if names else self.host_veths()))
 
     def used_ips(self) -> set[str]:
         """Addresses the agent's endpoints hold."""

@@ -71,9 +71,9 @@ def test_add_check_del(cni: CniHarness, version: str):
     if version != "0.3.0" and version != "0.3.1":
         cni.runtime.check(net, att, result)
     cni.runtime.delete(net, att, result)
-    assert cni.addresses(att.netns, "eth0") == []
-    assert result["interfaces"][0]["name"] not in cni.host_veths()
     assert address not in cni.used_ips()
+    cni.wait_veths_gone({result["interfaces"][0]["name"]})
+    assert cni.addresses(att.netns, "eth0") == []
 
 
 def test_check_refused_below_0_4_0(cni: CniHarness):
@@ -146,7 +146,7 @@ def test_del_after_netns_deleted_with_empty_netns(cni: CniHarness):
     subprocess.run(["ip", "netns", "del", Path(pod).name], check=True)
     cni.runtime.delete(net, Attachment(att.container_id, "", att.ifname, att.args), result)
     assert address not in cni.used_ips()
-    assert result["interfaces"][0]["name"] not in cni.host_veths()
+    cni.wait_veths_gone({result["interfaces"][0]["name"]})
 
 
 def test_check_fails_after_addr_flush(cni: CniHarness):
@@ -253,7 +253,7 @@ def test_fifty_parallel_adds_get_distinct_addresses(cni: CniHarness):
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda ar: cni.runtime.delete(net, *ar), zip(atts, results, strict=True)))
     assert cni.used_ips() == set()
-    assert cni.host_veths() == set()
+    cni.wait_veths_gone()
 
 
 def test_gc_removes_attachments_not_listed(cni: CniHarness):
@@ -263,7 +263,7 @@ def test_gc_removes_attachments_not_listed(cni: CniHarness):
     dropped_ip = dropped["ips"][0]["address"].split("/")[0]
     cni.runtime.gc(net, [keep])
     assert dropped_ip not in cni.used_ips()
-    assert dropped["interfaces"][0]["name"] not in cni.host_veths()
+    cni.wait_veths_gone({dropped["interfaces"][0]["name"]})
     assert cni.addresses(drop.netns, "eth0") == []
     assert_attached(cni, keep, kept)
     cni.runtime.check(net, keep, kept)
@@ -322,7 +322,7 @@ def test_add_interrupted_after_veth_leaves_nothing(cni: CniHarness):
         cni.node.stop_agent()
         cni.node.start_agent()
     wait_for(lambda: not list(queue.glob("*.json")))
-    assert cni.host_veths() == set()
+    cni.wait_veths_gone()
     assert cni.used_ips() == set()
     assert cni.addresses(att.netns, "eth0") == []
     assert cni.node.agent.find_endpoint(att.container_id, "eth0") is None
@@ -352,7 +352,7 @@ def test_status_and_queued_del_across_agent_restart(cni: CniHarness):
         cni.node.start_agent()
     wait_for(lambda: not list(queue.glob("*.json")))
     assert address not in cni.used_ips()
-    assert result["interfaces"][0]["name"] not in cni.host_veths()
+    cni.wait_veths_gone({result["interfaces"][0]["name"]})
     cni.runtime.status(net)
 
 

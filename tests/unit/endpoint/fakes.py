@@ -138,6 +138,13 @@ class FakeNetns:
         if route not in self.route_table:
             self.route_table.append(route)
 
+    async def delete_route(self, route: Route) -> bool:
+        self._owner.maybe_fail("delete_route")
+        if route not in self.route_table:
+            return False
+        self.route_table.remove(route)
+        return True
+
     async def routes(self, dev: str) -> list[Route]:
         self._get(dev)
         return [r for r in self.route_table if r.dev == dev]

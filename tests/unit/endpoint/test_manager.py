@@ -70,14 +70,16 @@ class Env:
     def node_links(self) -> list[str]:
         return sorted(self.nl.node.by_name)
 
-    def assert_clean(self) -> None:
-        """Nothing leaked: no veth, no pod interface, no address, no state file."""
-        assert self.node_links() == ["lo"]
-        assert sorted(self.nl.namespaces[POD].by_name) == ["lo"]
+    async def assert_clean(self) -> None:
+        """Nothing leaked: no route, address, state file or datapath row at once; no veth or
+        pod interface once the background veth deletions are done."""
         assert self.nl.node.route_table == []
         assert self.ipam.used() == {}
         assert self.state_files() == []
         assert self.dp.rows == {}
+        await self.manager.unplumbed()
+        assert self.node_links() == ["lo"]
+        assert sorted(self.nl.namespaces[POD].by_name) == ["lo"]
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ async def test_add_fails_when_the_ifname_exists_and_leaves_it_alone(env):
 async def test_add_into_a_missing_netns_fails_cleanly(env):
     with pytest.raises(NetnsMissing):
         await env.manager.create(req(netns="/var/run/netns/gone"))
-    env.assert_clean()
+    await env.assert_clean()
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,7 @@ async def test_a_failing_netlink_call_rolls_everything_back(env, operation):
     env.nl.fail_on(operation)
     with pytest.raises(InjectedFailure):
         await env.manager.create(req())
-    env.assert_clean()
+    await env.assert_clean()
     assert env.manager.endpoints() == []
 
 
@@ -179,7 +181,7 @@ async def test_a_failure_after_any_step_rolls_everything_back(env, step):
     env.raise_at = step
     with pytest.raises(InjectedFailure):
         await env.manager.create(req())
-    env.assert_clean()
+    await env.assert_clean()
     env.raise_at = None
     ep = await env.manager.create(req())  # and the next ADD of the same attachment works
     assert ep.state == "ready"
@@ -189,7 +191,7 @@ async def test_a_failing_datapath_update_rolls_everything_back(env):
     env.dp.fail_on("update")
     with pytest.raises(InjectedFailure):
         await env.manager.create(req())
-    env.assert_clean()
+    await env.assert_clean()
     assert "datapath-configured" not in env.steps
 
 
@@ -199,15 +201,31 @@ async def test_delete_is_idempotent_and_needs_no_netns(env):
     assert (await env.manager.delete_attachment("c1", "eth0")).id == ep.id
     assert await env.manager.delete_attachment("c1", "eth0") is None
     assert await env.manager.delete_attachment("never", "eth0") is None
-    assert env.node_links() == ["lo"] and env.ipam.used() == {} and env.state_files() == []
+    assert env.ipam.used() == {} and env.state_files() == []
+    await env.manager.unplumbed()
+    assert env.node_links() == ["lo"]
     with pytest.raises(EndpointNotFound):
         await env.manager.delete(ep.id)
+
+
+async def test_del_returns_released_and_the_veth_goes_in_the_background(env):
+    ep = await env.manager.create(req())
+    assert await env.manager.delete_attachment("c1", "eth0") is not None
+    # returned: address, host route, state and datapath are gone
+    assert env.ipam.used() == {} and env.nl.node.route_table == [] and env.state_files() == []
+    assert env.dp.rows == {}
+    # an ADD of the same attachment (same host ifname, same pod ifname) waits for it
+    again = await env.manager.create(req())
+    assert again.state == "ready" and env.node_links() == ["lo", ep.host_ifname]
+    await env.manager.delete_attachment("c1", "eth0")
+    await env.manager.stop()  # waits for the deletion too
+    assert env.node_links() == ["lo"]
 
 
 async def test_delete_by_id_removes_everything(env):
     ep = await env.manager.create(req())
     await env.manager.delete(ep.id)
-    env.assert_clean()
+    await env.assert_clean()
 
 
 async def test_check_names_what_is_missing(env):
@@ -302,7 +320,7 @@ async def test_restart_rolls_back_an_interrupted_add(env, step):
     assert env.state_files() == ["1.json"] and env.ipam.used() != {}
     assert len(env.node_links()) == 2
     await env.restart()
-    env.assert_clean()
+    await env.assert_clean()
     assert env.manager.endpoints() == []
 
 
@@ -319,7 +337,7 @@ async def test_restart_finishes_an_interrupted_delete_and_removes_orphans(env):
     path.write_text(json.dumps({**data, "state": "deleting"}))
     await env.nl.node.add_veth("lxc00000000000", "eth9", 1500, peer_netns=POD)
     await env.restart()
-    env.assert_clean()
+    await env.assert_clean()
 
 
 async def test_restart_releases_addresses_nobody_owns(env):
