@@ -205,6 +205,7 @@ def test_connectivity_test_reports_every_scenario(lab3: str) -> None:
     assert results == {
         "pod-to-pod-same-node": "passed",
         "pod-to-pod-other-node": "passed",
+        "pod-to-service": "passed",
         "pod-to-world": "passed",
         "pod-to-host": "passed",
     }

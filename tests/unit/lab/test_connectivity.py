@@ -22,6 +22,7 @@ def _deployment(nodes: int) -> Deployment:
         lab=LabRecord.new("t1", nodes),
         pods=pods,
         host_ips={f"t1-node{i}": f"192.168.64.{i + 1}" for i in range(1, nodes + 1)},
+        service_ips={"echo-same-node": "10.96.0.1"},
     )
 
 
@@ -37,6 +38,7 @@ def test_select_filters_by_regex() -> None:
     assert [s.name for s in select(None)] == [
         "pod-to-pod-same-node",
         "pod-to-pod-other-node",
+        "pod-to-service",
         "pod-to-world",
         "pod-to-host",
     ]
@@ -51,6 +53,8 @@ def test_verdicts_on_a_two_node_deployment() -> None:
             ("10.244.0.3", 8053, "udp"): "echo-same-node",
             ("10.244.1.2", 8080, "tcp"): "echo-other-node",
             ("10.244.1.2", 8053, "udp"): "someone-else",
+            ("10.96.0.1", 8080, "tcp"): "echo-same-node",
+            ("10.96.0.1", 8053, "udp"): "echo-same-node",
             ("192.168.64.2", 4240, "tcp"): "t1-node1-host",
             ("192.168.64.3", 4240, "tcp"): "t1-node2-host",
         }
@@ -66,6 +70,7 @@ def test_verdicts_on_a_two_node_deployment() -> None:
     assert {n: r.status for n, r in by_name.items()} == {
         "pod-to-pod-same-node": "passed",
         "pod-to-pod-other-node": "failed",
+        "pod-to-service": "passed",
         "pod-to-world": "failed",
         "pod-to-host": "passed",
     }

@@ -2,8 +2,9 @@
 
 Pods go into the `pylium-test` namespace, pinned by `spec.nodeName` (as Cilium's test pins its
 client and echo deployments with affinities): `client` and `echo-same-node` on the first node,
-`echo-other-node` on the second (when there is one). They stay after the test, as Cilium's do,
-so a re-run finds them running. Each node also gets a listener in its own namespace on
+`echo-other-node` on the second (when there is one), each echo pod behind a ClusterIP Service
+of its name (as Cilium's echo services). They stay after the test, as Cilium's do, so a re-run
+finds them running. Each node also gets a listener in its own namespace on
 HOST_PORT for pod-to-host; those run only while the test does.
 """
 
@@ -22,8 +23,9 @@ from typing import Any
 from pylium import paths
 from pylium.lab import cgroup, netns, process
 from pylium.lab.record import WORLD_IP, LabRecord
+from pylium.loadbalancer.serviceipam import admit
 from pylium.routing.desired import internal_ip
-from pylium.store import Object, Store, open_store
+from pylium.store import NotFound, Object, Store, open_store
 
 NAMESPACE = "pylium-test"
 ECHO_TCP, ECHO_UDP = 8080, 8053
@@ -54,6 +56,28 @@ def _pod(name: str, node: str, command: list[str] | None = None) -> Object:
     }
 
 
+def _service(name: str) -> Object:
+    """A ClusterIP Service in front of the echo pod `name`, on the pod's own ports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"name": name},
+            "ports": [
+                {"name": "tcp", "port": ECHO_TCP, "targetPort": ECHO_TCP, "protocol": "TCP"},
+                {"name": "udp", "port": ECHO_UDP, "targetPort": ECHO_UDP, "protocol": "UDP"},
+            ],
+        },
+    }
+
+
+def services(lab: LabRecord) -> list[Object]:
+    """One Service per echo pod."""
+    pods = [o["metadata"]["name"] for o in manifests(lab) if o["kind"] == "Pod"]
+    return [_service(name) for name in pods if name != "client"]
+
+
 def manifests(lab: LabRecord) -> list[Object]:
     """The namespace and the pods, pinned to the lab's first (and second) node."""
     first = lab.nodes[0].name
@@ -78,6 +102,8 @@ class Deployment:
     """node name -> InternalIP, each with a listener on HOST_PORT answering `<node>-host`."""
     world_ip: str = WORLD_IP
     listener_pids: list[int] = field(default_factory=list)
+    service_ips: dict[str, str] = field(default_factory=dict)
+    """Service name -> ClusterIP (the echo pods' services)."""
 
     def pod_ip(self, name: str) -> str | None:
         """A deployed pod's IP (None: not deployed here, e.g. one node only)."""
@@ -93,6 +119,20 @@ class Deployment:
         for pid in self.listener_pids:
             process.stop(pid)
         self.listener_pids.clear()
+
+
+async def _ensure_services(store: Store, objs: list[Object]) -> dict[str, str]:
+    """Create the services that are missing (with a ClusterIP, as the API server would);
+    returns name -> ClusterIP."""
+    ips = {}
+    for obj in objs:
+        name = obj["metadata"]["name"]
+        try:
+            svc = await store.get("Service", NAMESPACE, name)
+        except NotFound:
+            svc = await store.create(await admit(store, obj))
+        ips[name] = str(svc["spec"]["clusterIP"])
+    return ips
 
 
 async def _apply_and_wait(store: Store, objs: list[Object]) -> dict[str, Object]:
@@ -152,10 +192,11 @@ def _start_listener(lab: LabRecord, node_name: str, ip: str) -> int:
 def deploy(lab: LabRecord) -> Deployment:
     """Deploy (or find) the test pods, start the node listeners; `stop()` the result after."""
 
-    async def setup() -> tuple[dict[str, Object], dict[str, str]]:
+    async def setup() -> tuple[dict[str, Object], dict[str, str], dict[str, str]]:
         store = open_store(lab.store)
         try:
             pods = await _apply_and_wait(store, manifests(lab))
+            service_ips = await _ensure_services(store, services(lab))
             nodes, _ = await store.list("Node")
             cns, _ = await store.list("CiliumNode")
         finally:
@@ -168,13 +209,13 @@ def deploy(lab: LabRecord) -> Deployment:
             ip = internal_ip(by_name.get(name), n)
             if ip and name in ours:
                 ips[name] = ip
-        return pods, ips
+        return pods, ips, service_ips
 
-    pods, ips = asyncio.run(setup())
+    pods, ips, service_ips = asyncio.run(setup())
     for name, pod in pods.items():
         if name != "client":
             _wait_listening(pod)
-    deployment = Deployment(lab=lab, pods=pods)
+    deployment = Deployment(lab=lab, pods=pods, service_ips=service_ips)
     try:
         for node_name, ip in sorted(ips.items()):
             deployment.listener_pids.append(_start_listener(lab, node_name, ip))

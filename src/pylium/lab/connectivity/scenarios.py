@@ -50,6 +50,15 @@ def _echo(name: str) -> Callable[[Deployment], list[Action]]:
     return actions
 
 
+def _services(d: Deployment) -> list[Action]:
+    """Each echo pod through its ClusterIP: the pod answers, whichever node it is on."""
+    return [
+        Action(f"service {name}", ip, port, protocol, name)
+        for name, ip in sorted(d.service_ips.items())
+        for port, protocol in ((ECHO_TCP, "tcp"), (ECHO_UDP, "udp"))
+    ]
+
+
 def _world(d: Deployment) -> list[Action]:
     answer = f"{d.lab.name}-world"
     return [
@@ -75,6 +84,11 @@ SCENARIOS: list[Scenario] = [
         "pod-to-pod-other-node",
         "client to an echo pod on another node (TCP and UDP)",
         _echo("echo-other-node"),
+    ),
+    Scenario(
+        "pod-to-service",
+        "client to each echo pod's ClusterIP Service (TCP and UDP; socket LB)",
+        _services,
     ),
     Scenario(
         "pod-to-world",
