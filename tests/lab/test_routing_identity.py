@@ -21,7 +21,7 @@ from pylium import paths
 from pylium.datapath.ipcache import IPCacheKey, ipcache_map
 from pylium.datapath.maps import RawMap
 from pylium.lab import record
-from tests.lab.conftest import leftovers, pylium
+from tests.lab.conftest import apply, leftovers, pylium
 from tests.support import wait_for
 
 POD_SCENARIOS = ("pod-to-pod-same-node", "pod-to-pod-other-node", "pod-to-host")
@@ -76,11 +76,12 @@ def agent_get(lab: str, node: int, path: str) -> Any:
     return asyncio.run(get())
 
 
-def identity_of(lab: str, pod: str) -> int:
-    """The pod's identity as `pylium get identities` lists it."""
+def identity_of(lab: str, pod: str, *labels: str) -> int:
+    """The pod's identity (the one with `labels` too) as `pylium get identities` lists it."""
     out = pylium("--lab", lab, "get", "identities").stdout
     rows = [line.split() for line in out.splitlines()[1:]]
-    rows = [r for r in rows if f"k8s:name={pod}" in r[1].split(",")]
+    want = {f"k8s:name={pod}", *labels}
+    rows = [r for r in rows if want <= set(r[1].split(","))]
     assert len(rows) == 1, out
     return int(rows[0][0])
 
@@ -179,3 +180,38 @@ def test_that_native_cross_node_flows_carry_identities(native_lab: str) -> None:
     statuses = connectivity(native_lab)
     assert statuses["pod-to-pod-other-node"] == "passed"
     assert_source_identity_on_receiver(native_lab, receiver=2)
+
+
+def test_that_a_namespace_relabel_moves_the_pods_datapath_identity(tunnel_lab: str) -> None:
+    before = identity_of(tunnel_lab, "client")
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "pylium-test", "labels": {"team": "tunnel"}},
+    }
+    apply(tunnel_lab, namespace)
+    team = "k8s:io.cilium.k8s.namespace.labels.team=tunnel"
+    after = wait_for(lambda: rows_of(tunnel_lab, team) and identity_of(tunnel_lab, "client", team))
+    assert after != before
+    client = pod_ip(tunnel_lab, "client")
+    # Node1 rewrites the client's endpoint entry (from-container's source, the VNI) as it
+    # applies the ipcache change; node2's ipcache follows too.
+    for node in (1, 2):
+        assert wait_for(
+            lambda n=node: ipcache_identity(tunnel_lab, n, f"{client}/32") == after, timeout=10
+        )
+    # A probe, not the connectivity test: that re-applies the namespace without the label.
+    probe = ["--lab", tunnel_lab, "probe", "-n", "pylium-test", "client", "echo-other-node:8080"]
+    assert pylium(*probe).stdout.strip() == "echo-other-node"
+    args = ["--lab", tunnel_lab, "observe", "--last", "4", "--from-ip", client, "-o", "json"]
+    flows = [json.loads(line) for line in pylium(*args).stdout.splitlines() if line.strip()]
+    assert flows and {f.get("flow", f)["source"]["identity"] for f in flows} == {after}
+
+
+def rows_of(lab: str, label: str) -> bool:
+    return label in pylium("--lab", lab, "get", "identities").stdout
+
+
+def ipcache_identity(lab: str, node: int, prefix: str) -> int | None:
+    dump = agent_get(lab, node, "/v1/ipcache")
+    return next((e["identity"] for e in dump["map"] if e["prefix"] == prefix), None)
