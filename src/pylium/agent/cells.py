@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +28,7 @@ from pylium import paths
 from pylium.agent.ciliumnode import IpamStatusPublisher
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
+from pylium.datapath.ipcache import ipcache_json
 from pylium.datapath.lxc import MAP_EVENTS
 from pylium.datapath.nat import BpfMasquerade, MasqueradeParams, remove_masquerade
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
@@ -38,7 +40,9 @@ from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
 from pylium.hubble.parser import FlowParser
 from pylium.hubble.server import GrpcParams, hubble_server
+from pylium.identity import IdentityAllocator
 from pylium.ipam import AddressWatcher, IpamMode
+from pylium.ipcache import IPCache, IPCacheParams
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.metrics.agent import AgentMetrics
 from pylium.metrics.server import MetricsParams, MetricsServer
@@ -122,7 +126,14 @@ class Agent:
         self._datapath: Datapath = (
             datapath
             if datapath is not None
-            else BpfDatapath(DatapathParams(params.bpf_dir, ct_gc_interval=params.ct_gc_interval))
+            else BpfDatapath(
+                DatapathParams(
+                    params.bpf_dir,
+                    ct_gc_interval=params.ct_gc_interval,
+                    tunnel=params.routing_mode is RoutingMode.TUNNEL,
+                    mtu=params.mtu,
+                )
+            )
         )
         # Datapath: masquerade on the uplink (to-netdev/from-netdev), sharing the node's maps
         self._masquerade = (
@@ -170,6 +181,9 @@ class Agent:
         self._sock_lb: SockLB | None = None
         self._service_lb: ServiceLB | None = None
         self._observer: Observer | None = None
+        # ControlPlane: identities and the ipcache (every pod/node IP -> identity, node)
+        self._allocator: IdentityAllocator | None = None
+        self._ipcache: IPCache | None = None
 
     @property
     def store(self) -> Store:
@@ -204,6 +218,15 @@ class Agent:
         self._addresses = AddressWatcher(self.store, p.node, p.ipam, p.state_dir / "ipam.json")
         ipam = await self._addresses.start()
         log.info("node %s: %s IPAM, %s, router %s", p.node, p.ipam, ipam.describe(), ipam.router_ip)
+
+        # Identities before the datapath: endpoints get theirs at ADD, the ipcache map fills.
+        self._allocator = IdentityAllocator(self.store)
+        await self._allocator.start()
+        self._ipcache = IPCache(self.store, self._allocator, IPCacheParams(node=p.node))
+        await self._ipcache.start()
+        if isinstance(self._datapath, BpfDatapath):
+            self._datapath.use_ipcache(self._ipcache)
+            self.backend.ipcache_dump = self._ipcache_dump
 
         # Datapath: the router IP must be in place before a pod's default route points at it.
         await self._netlink.setup_node(str(ipam.router_ip))
@@ -261,6 +284,12 @@ class Agent:
         self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
         log.info("agent of node %s ready", p.node)
 
+    def _ipcache_dump(self) -> dict[str, Any]:
+        """GET /v1/ipcache: the ipcache table and the kernel's pylium_ipcache4."""
+        if self._ipcache is None or not isinstance(self._datapath, BpfDatapath):
+            return {"entries": [], "map": []}
+        return ipcache_json(self._ipcache.table.entries(), self._datapath.read_ipcache())
+
     async def stop(self) -> None:
         """Stop serving, then every component in reverse order."""
         self.backend.ipam = self.backend.endpoints = self.backend.datapath = None
@@ -277,6 +306,11 @@ class Agent:
             await self._endpoints.stop()
         if self._addresses is not None:
             await self._addresses.stop()
+        self.backend.ipcache_dump = None
+        if self._ipcache is not None:
+            await self._ipcache.stop()
+        if self._allocator is not None:
+            await self._allocator.stop()
         if self._routes is not None:
             await self._routes.stop()  # routes stay: cross-node traffic flows during a restart
             self._routes = None
