@@ -2,13 +2,16 @@
  * rewrites a connect() or an unconnected UDP sendmsg() to a service frontend into one to a
  * backend, so packets leave with the backend address and need no per-packet NAT. The frontend
  * is remembered per socket (pylium_lb4_reverse_sk, keyed by socket cookie and backend), and
- * recvmsg() and getpeername() show it again instead of the backend. Only TCP and UDP. */
+ * recvmsg() and getpeername() show it again instead of the backend. A NodePort is found on any
+ * node's address (the ipcache says host or remote-node) through its 0.0.0.0 frontend, as
+ * Cilium's sock4_wildcard_lookup. Only TCP and UDP. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "lib/ipcache.h"
 #include "lib/lb.h"
 
 #define SYS_REJECT 0
@@ -16,6 +19,10 @@
 
 #define ECONNREFUSED 111
 #define EHOSTUNREACH 113
+
+/* Reserved identities (Cilium's) of node addresses in the ipcache. */
+#define IDENTITY_HOST 1
+#define IDENTITY_REMOTE_NODE 6
 
 /* Cilium's ipv4_revnat_tuple / ipv4_revnat_entry. */
 struct ipv4_revnat_tuple {
@@ -45,6 +52,24 @@ static __always_inline int sock_proto(const struct bpf_sock_addr *ctx)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP ? (int)proto : 0;
 }
 
+/* The service of a frontend: the exact address, else, for a node's address, the NodePort
+ * wildcard (0.0.0.0) entry. `key` is left as the matched entry's (for the slot lookups). */
+static __always_inline struct lb4_service *sock4_lookup(struct lb4_key *key)
+{
+	struct lb4_service *svc = lb4_lookup_service(key, 1);
+	__be32 addr = key->address;
+	__u32 identity;
+
+	if (svc)
+		return svc;
+	identity = ipcache_identity4(addr);
+	if (identity != IDENTITY_HOST && identity != IDENTITY_REMOTE_NODE)
+		return NULL;
+	key->address = 0;
+	svc = lb4_lookup_service(key, 1);
+	return svc && (svc->flags & SVC_FLAG_NODEPORT) ? svc : NULL;
+}
+
 /* Frontend -> backend. Returns 0 (translated or not a service) or a negative errno for the
  * syscall. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
@@ -63,7 +88,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	key.address = ctx->user_ip4;
 	key.dport = (__be16)ctx->user_port;
 	key.proto = (__u8)proto;
-	svc = lb4_lookup_service(&key, 1);
+	svc = sock4_lookup(&key);
 	if (!svc)
 		return 0;
 	if (!svc->count)
@@ -88,7 +113,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	rkey.cookie = bpf_get_socket_cookie(ctx);
 	rkey.address = backend->address;
 	rkey.port = backend->port;
-	rval.address = key.address;
+	rval.address = ctx->user_ip4; /* what the user asked for, not a wildcard's 0.0.0.0 */
 	rval.port = key.dport;
 	rval.rev_nat_index = svc->rev_nat_index;
 	bpf_map_update_elem(&pylium_lb4_reverse_sk, &rkey, &rval, BPF_ANY);
@@ -101,12 +126,13 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 /* Backend -> frontend, for what the socket shows its user. */
 static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
 {
+	int proto = sock_proto(ctx);
 	struct ipv4_revnat_tuple rkey = {};
 	struct ipv4_revnat_entry *rval;
-	struct lb4_reverse_nat *revnat;
-	__u16 index;
+	struct lb4_key key = {};
+	struct lb4_service *svc;
 
-	if (!sock_proto(ctx))
+	if (!proto)
 		return;
 	rkey.cookie = bpf_get_socket_cookie(ctx);
 	rkey.address = ctx->user_ip4;
@@ -114,10 +140,12 @@ static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
 	rval = bpf_map_lookup_elem(&pylium_lb4_reverse_sk, &rkey);
 	if (!rval)
 		return;
-	/* Only while the service still exists with that frontend. */
-	index = rval->rev_nat_index;
-	revnat = bpf_map_lookup_elem(&pylium_lb4_reverse_nat, &index);
-	if (!revnat || revnat->address != rval->address || revnat->port != rval->port) {
+	/* Only while that frontend still belongs to the same service. */
+	key.address = rval->address;
+	key.dport = rval->port;
+	key.proto = (__u8)proto;
+	svc = sock4_lookup(&key);
+	if (!svc || svc->rev_nat_index != rval->rev_nat_index) {
 		bpf_map_delete_elem(&pylium_lb4_reverse_sk, &rkey);
 		return;
 	}

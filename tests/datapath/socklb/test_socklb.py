@@ -2,7 +2,8 @@
 a Service and its EndpointSlices on a sqlite store. A process moved into the cgroup (running in
 a scratch netns whose loopback holds the backends on 127.0.0.2/.3) reaches a backend through
 the ClusterIP, sees the ClusterIP as its peer and as the source of UDP replies, and gets
-ECONNREFUSED from a service without endpoints; a process outside the cgroup is untouched.
+ECONNREFUSED from a service without endpoints, and finds a NodePort on the node's address once
+the ipcache says it is the host; a process outside the cgroup is untouched.
 
 Everything is test-owned: netns `pyl-tk-<random>`, cgroup and pins `.../pylium/tk-<random>`."""
 
@@ -14,12 +15,16 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pylium.datapath import libbpf
+from pylium.datapath.maps import RawMap
 from pylium.datapath.socklb import HOOKS, RootCgroupRefused, SockLB, link_pin
+from pylium.ipcache.encoding import VALUE, lpm_key
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.operator.endpointslices import desired_slices
 from pylium.paths import BPFFS_ROOT, CGROUP_ROOT
@@ -30,7 +35,9 @@ from tests.support import eventually
 pytestmark = pytest.mark.root
 
 NODE = "tk-node1"
-CLUSTER_IP, EMPTY_IP = "10.96.0.10", "10.96.0.11"
+CLUSTER_IP, EMPTY_IP, NODEPORT_IP = "10.96.0.10", "10.96.0.11", "10.96.0.12"
+NODE_IP, NODE_PORT = "127.0.0.1", 30080
+IDENTITY_HOST = 1
 BACKENDS = ("127.0.0.2", "127.0.0.3")
 
 SERVER = """
@@ -52,19 +59,21 @@ sys.stdin.read()
 """
 
 CLIENT = """
-import errno, json, socket, sys
+import json, socket, sys
+ip, tcp_port, udp_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 out = {}
 try:
-    s = socket.create_connection((sys.argv[1], 80), timeout=2)
+    s = socket.create_connection((ip, tcp_port), timeout=2)
     out["tcp"] = s.recv(100).decode(); out["peer"] = s.getpeername()[0]; s.close()
 except OSError as e:
     out["tcp_errno"] = e.errno
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
-try:
-    u.sendto(b"hi", (sys.argv[1], 53))
-    data, src = u.recvfrom(100); out["udp"] = data.decode(); out["udp_src"] = list(src)
-except OSError as e:
-    out["udp_errno"] = e.errno
+if udp_port:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+    try:
+        u.sendto(b"hi", (ip, udp_port))
+        data, src = u.recvfrom(100); out["udp"] = data.decode(); out["udp_src"] = list(src)
+    except OSError as e:
+        out["udp_errno"] = e.errno
 print(json.dumps(out))
 """
 
@@ -138,19 +147,35 @@ def pod(name: str, app: str, ip: str) -> Object:
     }  # fmt: skip
 
 
+def nodeport_service() -> Object:
+    """`np`: TCP only, NodePort NODE_PORT, selecting the web pods."""
+    svc = service("np", NODEPORT_IP)
+    svc["spec"]["type"] = "NodePort"
+    svc["spec"]["selector"] = {"app": "web"}
+    svc["spec"]["ports"] = [
+        {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT}
+    ]
+    return svc
+
+
 async def fill(store: SqliteStore) -> None:
-    """Service `web` with both backends, service `empty` with none, and their slices."""
+    """Service `web` with both backends, `empty` with none, NodePort `np`, and their slices."""
     web, empty = service("web", CLUSTER_IP), service("empty", EMPTY_IP)
     pods = [pod(f"web-{i}", "web", ip) for i, ip in enumerate(BACKENDS)]
-    for svc in (web, empty):
+    for svc in (web, empty, nodeport_service()):
         await store.create(svc)
         for sl in desired_slices(svc, pods) or []:
             await store.create(sl)
 
 
-def client(netns: str, cgroup: Path | None, target: str) -> dict[str, Any]:
-    """Run CLIENT in the netns, inside `cgroup` if given."""
-    run = f"exec nsenter --net=/var/run/netns/{netns} -- {sys.executable} -I -c '{CLIENT}' {target}"
+def client(
+    netns: str, cgroup: Path | None, target: str, port: int = 80, udp_port: int = 53
+) -> dict[str, Any]:
+    """Run CLIENT in the netns, inside `cgroup` if given (udp_port 0: TCP only)."""
+    run = (
+        f"exec nsenter --net=/var/run/netns/{netns} -- {sys.executable} -I -c '{CLIENT}'"
+        f" {target} {port} {udp_port}"
+    )
     if cgroup is not None:
         run = f"echo $$ > {cgroup}/cgroup.procs && {run}"
     done = subprocess.run(["sh", "-c", run], capture_output=True, text=True, check=True)
@@ -167,8 +192,9 @@ async def test_socket_lb_translates_for_the_cgroup_only(lab, servers, store) -> 
             await fill(store)
 
             async def filled() -> bool:
-                # web: 2 ports x (slot 0 + 2 backends); empty: 2 ports x slot 0
-                return len(sock.contents()["services"]) == 8
+                # web: 2 ports x (slot 0 + 2 backends); empty: 2 ports x slot 0; np: ClusterIP
+                # and 0.0.0.0:NODE_PORT x 3
+                return len(sock.contents()["services"]) == 14
 
             await eventually(filled)
         finally:
@@ -189,6 +215,15 @@ async def test_socket_lb_translates_for_the_cgroup_only(lab, servers, store) -> 
         refused = client(netns, cgroup, EMPTY_IP)
         assert refused["tcp_errno"] == 111  # ECONNREFUSED, not EPERM
         assert refused["udp_errno"] == 111
+
+        # A NodePort on a node address: only once the ipcache knows the address as a node's.
+        assert client(netns, cgroup, NODE_IP, NODE_PORT, 0)["tcp_errno"] == 111  # nobody listens
+        with RawMap.from_pin(pins / "pylium_ipcache4") as ipcache:
+            key = lpm_key(IPv4Network(f"{NODE_IP}/32"))
+            value = VALUE.pack(IDENTITY_HOST, bytes(4), 0, 0, 0)
+            libbpf.check(libbpf.lib().bpf_map_update_elem(ipcache.fd, key, value, 0), "ipcache")
+        nodeport = client(netns, cgroup, NODE_IP, NODE_PORT, 0)
+        assert nodeport["tcp"] in BACKENDS and nodeport["peer"] == NODE_IP
 
         # Outside the cgroup nothing is translated: the ClusterIP has no route in the netns.
         outside = client(netns, None, CLUSTER_IP)
@@ -213,7 +248,7 @@ async def test_a_restart_reuses_pins_and_prunes_stale_entries(lab, store) -> Non
 
             async def pruned() -> bool:
                 have = sock.contents()
-                return len(have["services"]) == 8 and b"\x07\x00\x00\x00" not in have["backends"]
+                return len(have["services"]) == 14 and b"\x07\x00\x00\x00" not in have["backends"]
 
             await eventually(pruned)
         finally:
