@@ -1,7 +1,8 @@
 """Services in a one-node lab with socket LB (kube-proxy replacement): the operator gives a
 Service its ClusterIP and EndpointSlices, the agent fills the LB maps, and a pod connecting to
-the ClusterIP reaches both server pods while `getpeername` shows the ClusterIP; a Service
-without endpoints refuses; a deleted Service stops answering."""
+the ClusterIP reaches both server pods while `getpeername` shows the ClusterIP, and its
+NodePort on the node's InternalIP; a Service without endpoints refuses; a deleted Service
+stops answering."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ def web_pod(name: str) -> dict[str, Any]:
     return pod
 
 
-def service(name: str, app: str) -> dict[str, Any]:
+def service(name: str, app: str, type: str = "ClusterIP") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
+            "type": type,
             "selector": {"app": app},
             "ports": [
                 {"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"},
@@ -58,7 +60,7 @@ def cluster_ip(lab: str, name: str) -> str:
 
 
 def test_a_pod_reaches_both_backends_through_the_cluster_ip(lab: str) -> None:
-    apply(lab, web_pod("web-a"), web_pod("web-b"), CLIENT, service("web", "web"),
+    apply(lab, web_pod("web-a"), web_pod("web-b"), CLIENT, service("web", "web", "NodePort"),
           service("empty", "nothing"))  # fmt: skip
     for name in ("web-a", "web-b", "client"):
         running_pod(lab, name)
@@ -79,6 +81,13 @@ def test_a_pod_reaches_both_backends_through_the_cluster_ip(lab: str) -> None:
     script = f"import socket; print(socket.create_connection(('{ip}', 80)).getpeername()[0])"
     peer = pylium("--lab", lab, "exec", "client", "--", "python3", "-c", script)
     assert peer.stdout.strip() == ip
+
+    # the NodePort on the node's own InternalIP (a frontend of its own, from the Node object)
+    web = store_get(lab, "Service", "web", "default") or {}
+    node_port = web["spec"]["ports"][0]["nodePort"]
+    node = store_get(lab, "Node", f"{lab}-node1") or {}
+    node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    assert probe(lab, f"{node_ip}:{node_port}")["answer"] in {"web-a", "web-b"}
 
     services = pylium("--lab", lab, "get", "services", "-o", "wide").stdout
     assert ip in services and "app=web" in services
