@@ -35,7 +35,12 @@ from tests.support import eventually
 pytestmark = pytest.mark.root
 
 NODE = "tk-node1"
-CLUSTER_IP, EMPTY_IP, NODEPORT_IP = "10.96.0.10", "10.96.0.11", "10.96.0.12"
+CLUSTER_IP, EMPTY_IP, NODEPORT_IP, STICKY_IP = (
+    "10.96.0.10",
+    "10.96.0.11",
+    "10.96.0.12",
+    "10.96.0.13",
+)
 NODE_IP, NODE_PORT = "127.0.0.1", 30080
 IDENTITY_HOST = 1
 BACKENDS = ("127.0.0.2", "127.0.0.3")
@@ -261,3 +266,28 @@ async def test_a_restart_reuses_pins_and_prunes_stale_entries(lab, store) -> Non
 def test_the_root_cgroup_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RootCgroupRefused):
         SockLB.load(tmp_path, Path("/sys/fs/cgroup/unified"))
+
+
+async def test_client_ip_affinity_keeps_a_netns_on_one_backend(lab, servers, store) -> None:
+    netns, cgroup, pins = lab
+    sticky = service("sticky", STICKY_IP)
+    sticky["spec"]["sessionAffinity"] = "ClientIP"
+    sticky["spec"]["selector"] = {"app": "web"}
+    pods = [pod(f"web-{i}", "web", ip) for i, ip in enumerate(BACKENDS)]
+    with SockLB.load(pins, cgroup) as sock:
+        component = ServiceLB(ServiceLBParams(NODE), store, sock)
+        await component.start()
+        try:
+            await store.create(sticky)
+            for sl in desired_slices(sticky, pods) or []:
+                await store.create(sl)
+
+            async def filled() -> bool:
+                return len(sock.contents()["affinity_match"]) == 4  # 2 ports x 2 backends
+
+            await eventually(filled)
+        finally:
+            await component.stop()
+        # Without affinity 12 random picks all alike would happen once in 2048 runs.
+        answers = {client(netns, cgroup, STICKY_IP, 80, 0)["tcp"] for _ in range(12)}
+        assert len(answers) == 1 and answers <= set(BACKENDS)
