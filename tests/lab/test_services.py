@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pylium.agent.client import AgentClient
+from pylium.lab import record
 from tests.lab.conftest import apply, pylium, running_pod, server_pod, store_get
 from tests.support import wait_for
 
@@ -88,6 +90,12 @@ def test_a_pod_reaches_both_backends_through_the_cluster_ip(lab: str) -> None:
     node = store_get(lab, "Node", f"{lab}-node1") or {}
     node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
     assert probe(lab, f"{node_ip}:{node_port}")["answer"] in {"web-a", "web-b"}
+
+    # the agent's view: the desired maps hold the ClusterIP and the kernel's maps equal them
+    rec = record.load(lab)
+    assert rec is not None
+    dump = AgentClient(rec.nodes[0].agentSocket).lb()
+    assert dump["inSync"] and any(f"ADDR={ip}:80/TCP SLOT=0" in line for line in dump["maps"])
 
     services = pylium("--lab", lab, "get", "services", "-o", "wide").stdout
     assert ip in services and "app=web" in services

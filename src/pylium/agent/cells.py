@@ -242,6 +242,7 @@ class Agent:
             self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup)
             self._service_lb = ServiceLB(ServiceLBParams(p.node), self.store, self._sock_lb)
             await self._service_lb.start()
+            self.backend.lb_dump = self._service_lb.dump
         if self._route_kernel is not None:
             if isinstance(self._route_kernel, PyrouteRouteKernel):
                 await self._route_kernel.start()
@@ -316,6 +317,7 @@ class Agent:
             self._routes = None
         if isinstance(self._route_kernel, PyrouteRouteKernel):
             await self._route_kernel.stop()
+        self.backend.lb_dump = None
         if self._service_lb is not None:
             await self._service_lb.stop()
             self._service_lb = None

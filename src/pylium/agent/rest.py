@@ -80,6 +80,8 @@ class ApiBackend:
     observer: Observer | None = None
     ipcache_dump: Callable[[], dict[str, Any]] | None = None
     """The ipcache table and map as `GET /v1/ipcache` serves them (set once started)."""
+    lb_dump: Callable[[], dict[str, Any]] | None = None
+    """The LB maps as `GET /v1/lb` serves them (set once socket LB runs)."""
 
     def ready(self) -> tuple[NodeAllocator, EndpointManager]:
         """The live components, or a 503 'try again later' while the agent starts."""
@@ -182,6 +184,7 @@ class Api:
         app.router.add_get("/v1/datapath/metrics", self.datapath_metrics)
         app.router.add_get("/v1/datapath/conntrack", self.datapath_conntrack)
         app.router.add_get("/v1/ipcache", self.ipcache)
+        app.router.add_get("/v1/lb", self.lb)
         add_flow_routes(app, lambda: self._b.observer)  # /v1/flows (hubble/rest.py)
         return app
 
@@ -309,6 +312,12 @@ class Api:
         if self._b.ipcache_dump is None:
             raise ApiError(503, CNI_TRY_AGAIN_LATER, "the ipcache is not running")
         return web.json_response(self._b.ipcache_dump())
+
+    async def lb(self, request: web.Request) -> web.Response:
+        self._b.ready()
+        if self._b.lb_dump is None:
+            raise ApiError(503, CNI_TRY_AGAIN_LATER, "service load balancing is not running")
+        return web.json_response(self._b.lb_dump())
 
 
 class RestServer:

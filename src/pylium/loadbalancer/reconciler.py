@@ -23,9 +23,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import Any, Protocol
 
-from pylium.loadbalancer.lbmaps import LBMaps, LBParams, MapDelta
+from pylium.loadbalancer.lbmaps import MAGLEV, LBMaps, LBParams, MapDelta
 from pylium.loadbalancer.servicetable import ServiceTable
 from pylium.routing.desired import internal_ip
 from pylium.store import Event, Store
@@ -40,6 +40,8 @@ class LBDatapath(Protocol):
     def apply(self, delta: MapDelta) -> None: ...
 
     def prune(self, desired: Mapping[str, Mapping[bytes, bytes]]) -> MapDelta: ...
+
+    def contents(self) -> dict[str, dict[bytes, bytes]]: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,18 @@ class ServiceLB:
     def _node_addresses(self) -> list[IPv4Address]:
         ip = internal_ip(None, self._nodes.get("", self.params.node))
         return [IPv4Address(ip)] if ip else []
+
+    def dump(self) -> dict[str, Any]:
+        """The desired maps as text (`LBMaps.dump`), entry counts of the kernel's maps and
+        whether they hold exactly the desired entries (`GET /v1/lb`)."""
+        kernel = self._datapath.contents()
+        desired = {m: v for m, v in self.maps.encoded().items() if m in kernel}
+        return {
+            "maps": self.maps.dump().splitlines(),
+            "kernel": {m: len(entries) for m, entries in sorted(kernel.items())},
+            "inSync": kernel == desired,
+            "maglevSkipped": bool(self.maps.contents[MAGLEV]),
+        }
 
     def reconcile(self, full: bool) -> None:
         """One pass: the table's changes (and node address changes) into the maps."""

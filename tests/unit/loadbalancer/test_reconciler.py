@@ -39,6 +39,9 @@ class FakeMaps:
         self.maps = {m: dict(desired.get(m, {})) for m in MAPS}
         return MapDelta()
 
+    def contents(self) -> dict[str, dict[bytes, bytes]]:
+        return {m: dict(v) for m, v in self.maps.items()}
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
@@ -74,6 +77,9 @@ async def test_services_follow_the_store_and_failures_are_repaired(store: Sqlite
 
         await eventually(synced)  # 3 frontends (ClusterIP, 0.0.0.0 and node IP) x 3 slots
         assert "ADDR=192.168.10.2:30080/TCP SLOT=0" in lb.maps.dump()
+        dump = lb.dump()
+        assert dump["inSync"] and dump["kernel"]["services"] == 9
+        assert any("ADDR=10.96.0.1:80/TCP SLOT=0" in line for line in dump["maps"])
 
         fake.fail = 1  # the write of the next change is lost...
         await store.delete("Service", "test", "web")
