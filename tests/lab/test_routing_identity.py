@@ -120,6 +120,13 @@ def test_that_a_tunnel_lab_passes_the_pod_scenarios(tunnel_lab: str) -> None:
     assert {name: statuses[name] for name in POD_SCENARIOS} == dict.fromkeys(
         POD_SCENARIOS, "passed"
     )
+    # Pods get the uplink's MTU less the VXLAN overhead, so encapsulated packets fit.
+    lab = load(tunnel_lab)
+    pod_ns = record.pod_netns(tunnel_lab, "pylium-test", "client")
+    link = subprocess.run(
+        ["ip", "-n", pod_ns, "link", "show", "eth0"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"mtu {lab.uplinkMtu - 50} " in link
 
 
 def test_that_tunnel_mode_carries_traffic_in_vxlan_at_the_pod_mtu(tunnel_lab: str) -> None:
