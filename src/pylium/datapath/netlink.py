@@ -45,6 +45,8 @@ Scope = Literal["universe", "link"]
 
 _RT_SCOPE: dict[Scope, int] = {"universe": 0, "link": 253}
 _RT_TABLE_MAIN = 254
+MAIN_TABLE = _RT_TABLE_MAIN
+"""The routing table routes go to unless they name another."""
 _IFF_UP = 1
 _RTM_DELLINK = 17
 _NLMSG_ERROR = 2
@@ -85,13 +87,24 @@ class Link:
 
 @dataclass(frozen=True)
 class Route:
-    """An IPv4 route in the main table."""
+    """An IPv4 route (in the main table unless `table` says otherwise)."""
 
     dst: str
     """Prefix in CIDR form; "0.0.0.0/0" for the default route."""
     dev: str
     gateway: str | None = None
     scope: Scope = "universe"
+    table: int = MAIN_TABLE
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An IPv4 policy routing rule: packets from `src` look up `table`."""
+
+    src: str
+    """Source prefix in CIDR form ("10.244.1.7/32")."""
+    table: int
+    priority: int
 
 
 class Netns(Protocol):
@@ -148,15 +161,27 @@ class Netns(Protocol):
         ...
 
     async def add_route(self, route: Route) -> None:
-        """Add a route to the main table; present already is success."""
+        """Add a route to its table; present already is success."""
         ...
 
     async def delete_route(self, route: Route) -> bool:
-        """Delete a main-table route; False if it was not there (or its device is gone)."""
+        """Delete a route; False if it was not there (or its device is gone)."""
         ...
 
-    async def routes(self, dev: str) -> list[Route]:
-        """IPv4 main-table routes whose output device is `dev`."""
+    async def routes(self, dev: str, table: int = MAIN_TABLE) -> list[Route]:
+        """IPv4 routes of `table` whose output device is `dev`."""
+        ...
+
+    async def add_rule(self, rule: Rule) -> None:
+        """Add a policy routing rule; present already is success."""
+        ...
+
+    async def delete_rule(self, rule: Rule) -> bool:
+        """Delete a policy routing rule; False if it was not there."""
+        ...
+
+    async def rules(self) -> list[Rule]:
+        """IPv4 policy routing rules that select by source prefix."""
         ...
 
 
@@ -399,7 +424,12 @@ class PyrouteNetns:
 
     async def add_route(self, route: Route) -> None:
         index = await self._require(route.dev)
-        spec: dict[str, Any] = {"dst": route.dst, "oif": index, "scope": _RT_SCOPE[route.scope]}
+        spec: dict[str, Any] = {
+            "dst": route.dst,
+            "oif": index,
+            "scope": _RT_SCOPE[route.scope],
+            "table": route.table,
+        }
         if route.gateway is not None:
             spec["gateway"] = route.gateway
         try:
@@ -412,7 +442,12 @@ class PyrouteNetns:
         index = await self._index(route.dev)
         if index is None:
             return False
-        spec: dict[str, Any] = {"dst": route.dst, "oif": index, "scope": _RT_SCOPE[route.scope]}
+        spec: dict[str, Any] = {
+            "dst": route.dst,
+            "oif": index,
+            "scope": _RT_SCOPE[route.scope],
+            "table": route.table,
+        }
         if route.gateway is not None:
             spec["gateway"] = route.gateway
         try:
@@ -423,21 +458,54 @@ class PyrouteNetns:
             raise
         return True
 
-    async def routes(self, dev: str) -> list[Route]:
+    async def routes(self, dev: str, table: int = MAIN_TABLE) -> list[Route]:
         index = await self._require(dev)
         scopes: dict[int, Scope] = {0: "universe", 253: "link"}
         found: list[Route] = []
         async for msg in await self._ipr.route(
-            "dump", oif=index, family=socket.AF_INET, table=_RT_TABLE_MAIN
+            "dump", oif=index, family=socket.AF_INET, table=table
         ):
             scope = scopes.get(int(msg["scope"]))
-            if scope is None or msg.get("table") != _RT_TABLE_MAIN:
+            if scope is None or msg.get("table") != table:
                 continue
             dst = msg.get("dst") or "0.0.0.0"
             found.append(
-                Route(f"{dst}/{msg['dst_len']}", dev, msg.get("gateway"), scope),
+                Route(f"{dst}/{msg['dst_len']}", dev, msg.get("gateway"), scope, table),
             )
         return found
+
+    def _rule_spec(self, rule: Rule) -> dict[str, Any]:
+        src, _, length = rule.src.partition("/")
+        return {
+            "family": socket.AF_INET,
+            "src": src,
+            "src_len": int(length or 32),
+            "table": rule.table,
+            "priority": rule.priority,
+        }
+
+    async def add_rule(self, rule: Rule) -> None:
+        try:
+            await self._ipr.rule("add", **self._rule_spec(rule))
+        except RtnlError as err:
+            if err.code != errno.EEXIST:
+                raise
+
+    async def delete_rule(self, rule: Rule) -> bool:
+        try:
+            await self._ipr.rule("del", **self._rule_spec(rule))
+        except RtnlError as err:
+            if _missing(err, errno.ENOENT, errno.ESRCH):
+                return False
+            raise
+        return True
+
+    async def rules(self) -> list[Rule]:
+        return [
+            Rule(f"{msg.get('src')}/{msg['src_len']}", int(msg.get("table")), msg.get("priority"))
+            async for msg in await self._ipr.rule("dump", family=socket.AF_INET)
+            if msg.get("src") is not None
+        ]
 
 
 class PyrouteNetlink:

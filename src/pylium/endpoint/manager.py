@@ -206,7 +206,13 @@ class EndpointManager:
             self._by_id[ep.id] = ep
             step("ip-allocated")
             done = await plumbing.plumb(self._nl, ep, req.mac, step)
-            ep = replace(ep, mac=done.mac, host_ifindex=done.host_ifindex, host_mac=done.host_mac)
+            ep = replace(
+                ep,
+                mac=done.mac,
+                host_ifindex=done.host_ifindex,
+                host_mac=done.host_mac,
+                source_table=done.source_table,
+            )
             self._by_id[ep.id] = ep
             await self._dp.update(plumbing.datapath_row(ep))
             step("datapath-configured")

@@ -136,6 +136,10 @@ class Endpoint:
     mac: str = ""
     host_ifindex: int = 0
     host_mac: str = ""
+    source_table: int = 0
+    """0: the pod's default route goes through this interface (main table). Otherwise another
+    interface had it first, and this one's routes sit in this table, which a rule selects for
+    packets from its address (source-based routing)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -166,6 +170,7 @@ _CAMEL = {
     "pod_namespace": "podNamespace",
     "host_ifindex": "hostIfindex",
     "host_mac": "hostMac",
+    "source_table": "sourceTable",
 }
 _FIELDS = set(Endpoint.__dataclass_fields__)
 

@@ -5,6 +5,13 @@ IP and the default route through it, so every packet leaves through the veth wha
 destination (as Cilium's pods). Node side (`lxc…`): up, and a `<ip>/32` route to it. The
 host-side veth is where the datapath attaches its tc programs (`datapath_row` is what it gets).
 
+A second interface in the same pod (eth1 after eth0) cannot have those routes too: the
+gateway is on-link through the first already, so its default route would be refused
+(ENETUNREACH). Its two routes go to a table of its own instead (`SOURCE_TABLE_BASE` + endpoint
+id), which a rule selects for packets from its address, as the reference `sbr` plugin does:
+the pod's own traffic keeps using the first interface, and answers to the second one's address
+leave through it (the datapath drops a packet whose source is not its interface's address).
+
 The pod end is created directly inside the pod namespace with its final name (by the path's
 fd), not created here and moved: moving a device between namespaces costs ~18 ms on this
 kernel, creating it there ~1 ms. Every change is made through the `Netlink` protocol.
@@ -15,14 +22,28 @@ one delete undoes any partial ADD.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pylium.datapath.endpoints import EndpointRow
-from pylium.datapath.netlink import LinkExists, Netlink, NetnsNotFound, Route
+from pylium.datapath.netlink import (
+    MAIN_TABLE,
+    LinkExists,
+    Netlink,
+    Netns,
+    NetnsNotFound,
+    Route,
+    Rule,
+)
 from pylium.endpoint.model import Endpoint, InterfaceExists, NetnsMissing
 
 Step = Callable[[str], None]
 """Called after each named step of an ADD (the crash-test hook; a no-op in production)."""
+
+SOURCE_TABLE_BASE = 1000
+"""A later interface's routes go to table SOURCE_TABLE_BASE + endpoint id (above the kernel's
+253-255, unique per node)."""
+SOURCE_RULE_PRIORITY = 1000
+"""Before the main table's rule (32766)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,8 @@ class Plumbed:
     mac: str
     host_ifindex: int
     host_mac: str
+    source_table: int
+    """`Endpoint.source_table`: 0, or the table of a later interface's routes."""
 
 
 async def plumb(nl: Netlink, ep: Endpoint, mac: str | None, step: Step) -> Plumbed:
@@ -46,6 +69,8 @@ async def plumb(nl: Netlink, ep: Endpoint, mac: str | None, step: Step) -> Plumb
         async with nl.netns(ep.netns) as pod:
             if await pod.link(ep.ifname) is not None:
                 raise InterfaceExists(f"interface {ep.ifname!r} already exists in {ep.netns}")
+            if await _routed_elsewhere(pod, ep.ifname):
+                ep = replace(ep, source_table=SOURCE_TABLE_BASE + ep.id)
             try:
                 await nl.node.add_veth(host, ep.ifname, ep.mtu, peer_netns=ep.netns, peer_mac=mac)
             except LinkExists as err:
@@ -60,20 +85,46 @@ async def plumb(nl: Netlink, ep: Endpoint, mac: str | None, step: Step) -> Plumb
             await pod.add_address(ep.ifname, f"{ep.ipv4}/32")
             for route in pod_routes(ep):
                 await pod.add_route(route)
+            rule = source_rule(ep)
+            if rule is not None:
+                await pod.add_rule(rule)
             step("pod-configured")
     except NetnsNotFound as err:
         raise NetnsMissing(str(err)) from err
     host_link = await nl.node.set_link(host, up=True)
     await nl.node.add_route(host_route(ep))
     step("host-configured")
-    return Plumbed(mac=link.mac, host_ifindex=host_link.index, host_mac=host_link.mac)
+    return Plumbed(
+        mac=link.mac,
+        host_ifindex=host_link.index,
+        host_mac=host_link.mac,
+        source_table=ep.source_table,
+    )
+
+
+async def _routed_elsewhere(pod: Netns, ifname: str) -> bool:
+    """Whether another interface of the pod holds a default route already."""
+    for link in await pod.links():
+        if link.name in (ifname, "lo"):
+            continue
+        if any(r.dst == "0.0.0.0/0" for r in await pod.routes(link.name)):
+            return True
+    return False
 
 
 async def unplumb(nl: Netlink, ep: Endpoint) -> None:
-    """Remove the endpoint's veth pair (and with it the pod interface and host route).
+    """Remove the endpoint's veth pair (and with it the pod interface, its routes and the host
+    route), and a later interface's source rule.
 
-    Needs no pod namespace, so it works when the pod is gone."""
+    Needs no pod namespace, so it works when the pod is gone (its rules went with it)."""
     await nl.node.delete_link(ep.host_ifname)
+    rule = source_rule(ep)
+    if rule is not None:
+        try:
+            async with nl.netns(ep.netns) as pod:
+                await pod.delete_rule(rule)
+        except NetnsNotFound:
+            pass
 
 
 def datapath_row(ep: Endpoint) -> EndpointRow:
@@ -92,11 +143,20 @@ def datapath_row(ep: Endpoint) -> EndpointRow:
 
 
 def pod_routes(ep: Endpoint) -> list[Route]:
-    """The routes inside the pod: the gateway on-link, then the default through it."""
+    """The routes inside the pod: the gateway on-link, then the default through it (in the
+    interface's source table when it is not the first)."""
+    table = ep.source_table or MAIN_TABLE
     return [
-        Route(f"{ep.gateway}/32", ep.ifname, scope="link"),
-        Route("0.0.0.0/0", ep.ifname, gateway=ep.gateway),
+        Route(f"{ep.gateway}/32", ep.ifname, scope="link", table=table),
+        Route("0.0.0.0/0", ep.ifname, gateway=ep.gateway, table=table),
     ]
+
+
+def source_rule(ep: Endpoint) -> Rule | None:
+    """The rule sending a later interface's traffic (from its address) to its table."""
+    if not ep.source_table or not ep.ipv4:
+        return None
+    return Rule(f"{ep.ipv4}/32", ep.source_table, SOURCE_RULE_PRIORITY)
 
 
 def host_route(ep: Endpoint) -> Route:
@@ -127,13 +187,19 @@ async def verify(nl: Netlink, ep: Endpoint) -> list[str]:
                 problems.append(f"interface {ep.ifname} is down in {ep.netns}")
             if f"{ep.ipv4}/32" not in await pod.addresses(ep.ifname):
                 problems.append(f"address {ep.ipv4}/32 is missing on {ep.ifname} in {ep.netns}")
-            have = await pod.routes(ep.ifname)
+            have = await pod.routes(ep.ifname, ep.source_table or MAIN_TABLE)
             for route in pod_routes(ep):
                 if route not in have:
                     via = f" via {route.gateway}" if route.gateway else ""
+                    table = f" table {route.table}" if ep.source_table else ""
                     problems.append(
-                        f"route {route.dst}{via} dev {ep.ifname} is missing in {ep.netns}"
+                        f"route {route.dst}{via} dev {ep.ifname}{table} is missing in {ep.netns}"
                     )
+            rule = source_rule(ep)
+            if rule is not None and rule not in await pod.rules():
+                problems.append(
+                    f"rule from {rule.src} lookup {rule.table} is missing in {ep.netns}"
+                )
     except NetnsNotFound:
         problems.append(f"network namespace {ep.netns} is missing")
     return problems

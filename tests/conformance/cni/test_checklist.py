@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,26 +105,64 @@ def test_add_twice_same_ifname_fails_first_untouched(cni: CniHarness):
     assert cni.used_ips() == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent: the 2nd interface's pod routes fail with ENETUNREACH (reported to AGENT)",
-)
 def test_eth0_and_eth1_get_distinct_addresses(cni: CniHarness):
+    """A second interface gets its own address, passes CHECK, and really works: another pod
+    reaches eth1's address over TCP (the answers must leave through eth1, or the datapath
+    drops them as spoofed), as it reaches eth0's; DEL of eth1 leaves eth0 alone."""
     net = cni.network("1.0.0")
     pod = cni.pod()
     eth0 = cni.attachment(pod)
     eth1 = Attachment(eth0.container_id, pod, "eth1", eth0.args)
+    peer = cni.attachment(cni.pod())
     try:
         r0, r1 = cni.runtime.add(net, eth0), cni.runtime.add(net, eth1)
         a0, a1 = assert_attached(cni, eth0, r0), assert_attached(cni, eth1, r1)
         assert a0 != a1
+        cni.runtime.check(net, eth1, r1)
+        cni.runtime.add(net, peer)
+        for address in (a0, a1):
+            assert _tcp_answer(pod, address, peer.netns) == address
         cni.runtime.delete(net, eth1, r1)
         assert cni.addresses(pod, "eth1") == []
         assert cni.addresses(pod, "eth0") == [f"{a0}/32"]
+        cni.runtime.check(net, eth0, r0)
     finally:
+        cni.runtime.delete(net, peer, None)
         cni.runtime.delete(net, eth1, None)
         cni.runtime.delete(net, eth0, None)
     assert cni.used_ips() == set()
+
+
+_SERVE_ONCE = """
+import socket, sys
+s = socket.create_server((sys.argv[1], 7070))
+print("listening", flush=True)
+conn, _ = s.accept()
+conn.sendall(sys.argv[1].encode())
+conn.close()
+"""
+
+
+_CONNECT = """
+import socket, sys
+print(socket.create_connection((sys.argv[1], 7070), timeout=5).recv(64).decode())
+"""
+
+
+def _tcp_answer(server_netns: str, address: str, client_netns: str) -> str:
+    """Serve once on `address`:7070 in one netns, connect from another; the bytes answered."""
+    with subprocess.Popen(
+        ["nsenter", f"--net={server_netns}", "--", sys.executable, "-c", _SERVE_ONCE, address],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None and server.stdout.readline() == "listening\n"
+            client = ["nsenter", f"--net={client_netns}", "--", sys.executable, "-c", _CONNECT]
+            out = subprocess.run([*client, address], capture_output=True, text=True, timeout=10)
+            return out.stdout.strip()
+        finally:
+            server.kill()
 
 
 def test_del_twice_and_del_without_add(cni: CniHarness):

@@ -170,6 +170,7 @@ async def test_endpoint_routes(ready):
     assert set(ep) == {
         "id", "containerID", "ifname", "netns", "podName", "podNamespace", "ipv4", "gateway",
         "mac", "mtu", "hostIfname", "hostIfindex", "hostMac", "state", "createdAt",
+        "sourceTable",
     }  # fmt: skip
     assert (ep["ipv4"], ep["gateway"], ep["podName"]) == ("10.244.1.2", "10.244.1.1", "web")
     assert await ready.call(c.endpoint, 1) == ep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pylium.cni.result import build_result
+from pylium.cni.versions import from_internal
 
 ENDPOINT = {
     "id": 3,
@@ -57,3 +58,12 @@ def test_chained_keeps_prev_result_and_shifts_indexes():
     ]
     assert result["dns"] == {"domain": "example", "nameservers": ["1.1.1.1"]}
     assert prev["ips"] == [{"address": "192.168.0.2/24", "interface": 0}]  # not modified
+
+
+def test_a_later_interface_reports_its_default_route_in_its_table():
+    """eth1 after eth0: the agent put its routes in a table of its own (1.1.0's routes[].table);
+    converting to an older version drops the field."""
+    eth1 = {**ENDPOINT, "ifname": "eth1", "sourceTable": 1004}
+    result = build_result(eth1, "/run/netns/t", {})
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1", "table": 1004}]
+    assert from_internal(result, "1.0.0")["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]

@@ -1,18 +1,28 @@
 """An in-memory `Netlink` that behaves like the kernel for what the agent does with it:
 veth pairs whose ends live in namespaces, delete taking the peer (and its routes and
-addresses) with it, EEXIST on names. `fail_on` injects an error into the next call of a named
-operation, so tests can walk roll-back step by step. `FakeDatapath` stands in for the BPF
-endpoint datapath the same way."""
+addresses) with it, EEXIST on names, one route per destination and table, a gateway needing
+an on-link route through the same device (ENETUNREACH), policy rules. `fail_on` injects an
+error into the next call of a named operation, so tests can walk roll-back step by step.
+`FakeDatapath` stands in for the BPF endpoint datapath the same way."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from pylium.datapath.endpoints import CtSample, EndpointRow, MetricSample
-from pylium.datapath.netlink import Link, LinkExists, LinkNotFound, NetnsNotFound, Route
+from pylium.datapath.netlink import (
+    MAIN_TABLE,
+    Link,
+    LinkExists,
+    LinkNotFound,
+    NetnsNotFound,
+    Route,
+    Rule,
+)
 
 _indexes = itertools.count(10)
 
@@ -42,6 +52,7 @@ class FakeNetns:
         self.name = name
         self.by_name: dict[str, FakeLink] = {}
         self.route_table: list[Route] = []
+        self.rule_list: list[Rule] = []
         self.add_link(FakeLink("lo", 1, "00:00:00:00:00:00", 65536))
 
     def add_link(self, link: FakeLink) -> None:
@@ -135,8 +146,12 @@ class FakeNetns:
     async def add_route(self, route: Route) -> None:
         self._owner.maybe_fail("add_route")
         self._get(route.dev)
-        if route not in self.route_table:
-            self.route_table.append(route)
+        if route.gateway is not None:
+            onlink = Route(f"{route.gateway}/32", route.dev, scope="link", table=route.table)
+            if onlink not in self.route_table:
+                raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        if not any(r.dst == route.dst and r.table == route.table for r in self.route_table):
+            self.route_table.append(route)  # the kernel's EEXIST for the same dst is success
 
     async def delete_route(self, route: Route) -> bool:
         self._owner.maybe_fail("delete_route")
@@ -145,9 +160,23 @@ class FakeNetns:
         self.route_table.remove(route)
         return True
 
-    async def routes(self, dev: str) -> list[Route]:
+    async def routes(self, dev: str, table: int = MAIN_TABLE) -> list[Route]:
         self._get(dev)
-        return [r for r in self.route_table if r.dev == dev]
+        return [r for r in self.route_table if r.dev == dev and r.table == table]
+
+    async def add_rule(self, rule: Rule) -> None:
+        self._owner.maybe_fail("add_rule")
+        if rule not in self.rule_list:
+            self.rule_list.append(rule)
+
+    async def delete_rule(self, rule: Rule) -> bool:
+        if rule not in self.rule_list:
+            return False
+        self.rule_list.remove(rule)
+        return True
+
+    async def rules(self) -> list[Rule]:
+        return list(self.rule_list)
 
 
 class FakeNetlink:

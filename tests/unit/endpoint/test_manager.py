@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pylium.datapath.netlink import Route
+from pylium.datapath.netlink import Route, Rule
 from pylium.endpoint import (
     CheckFailed,
     EndpointManager,
@@ -257,6 +257,37 @@ async def test_check_tolerates_a_changed_mac_and_extra_routes(env):
     pod.by_name["eth0"].mac = "02:12:34:56:78:9a"
     pod.route_table.append(Route("192.168.0.0/16", "eth0", gateway="10.244.1.1"))
     await env.manager.check(ep.id, POD)
+
+
+async def test_a_second_interface_routes_by_source_in_a_table_of_its_own(env):
+    """eth1 after eth0: the gateway is on-link through eth0, so eth1's routes go to table
+    1000 + its id, selected by a rule for its address; CHECK verifies them; DEL of eth1 removes
+    the rule and leaves eth0's routes."""
+    eth0 = await env.manager.create(req())
+    eth1 = await env.manager.create(req(ifname="eth1"))
+    assert (eth0.source_table, eth1.source_table) == (0, 1000 + eth1.id)
+    pod = env.nl.namespaces[POD]
+    main = [
+        Route("10.244.1.1/32", "eth0", scope="link"),
+        Route("0.0.0.0/0", "eth0", gateway="10.244.1.1"),
+    ]
+    table = eth1.source_table
+    assert pod.route_table == [
+        *main,
+        Route("10.244.1.1/32", "eth1", scope="link", table=table),
+        Route("0.0.0.0/0", "eth1", gateway="10.244.1.1", table=table),
+    ]
+    assert pod.rule_list == [Rule("10.244.1.3/32", table, 1000)]
+    await env.manager.check(eth1.id, POD)
+    pod.rule_list.clear()
+    with pytest.raises(CheckFailed) as err:
+        await env.manager.check(eth1.id, POD)
+    assert err.value.problems == [f"rule from 10.244.1.3/32 lookup {table} is missing in {POD}"]
+    await pod.add_rule(Rule("10.244.1.3/32", table, 1000))
+    await env.manager.delete(eth1.id)
+    await env.manager.unplumbed()
+    assert (pod.route_table, pod.rule_list) == (main, [])
+    await env.manager.check(eth0.id, POD)
 
 
 async def test_ids_are_numeric_and_reused_only_after_release(env):
