@@ -115,11 +115,10 @@ def assert_source_identity_on_receiver(lab: str, receiver: int) -> None:
     assert any(f["l4"]["TCP"].get("flags", {}).get("SYN") for f in flows)
 
 
-def test_that_a_tunnel_lab_passes_the_pod_scenarios(tunnel_lab: str) -> None:
+def test_that_a_tunnel_lab_passes_the_connectivity_test(tunnel_lab: str) -> None:
     statuses = connectivity(tunnel_lab)
-    assert {name: statuses[name] for name in POD_SCENARIOS} == dict.fromkeys(
-        POD_SCENARIOS, "passed"
-    )
+    assert set(POD_SCENARIOS) <= set(statuses)
+    assert statuses == dict.fromkeys(statuses, "passed")  # services and world too
     # Pods get the uplink's MTU less the VXLAN overhead, so encapsulated packets fit.
     lab = load(tunnel_lab)
     pod_ns = record.pod_netns(tunnel_lab, "pylium-test", "client")
