@@ -50,6 +50,8 @@ def leftovers(lab: str) -> dict[str, Any]:
         else [],
         "lab dir": paths.lab_dir(lab).exists(),
         "cgroup": (paths.CGROUP_ROOT / lab).exists(),
+        "empty cgroup parent": _without_children(paths.CGROUP_ROOT),
+        "empty bpffs parent": _without_children(paths.BPFFS_ROOT),
         "pins": [n for n in os.listdir(paths.BPFFS_ROOT) if node.fullmatch(n)]
         if paths.BPFFS_ROOT.exists()
         else [],
@@ -62,6 +64,16 @@ def leftovers(lab: str) -> dict[str, Any]:
         + [pid for match in daemons.lab_daemons(lab).values() for pid in process.find(match)],
     }
     return {k: v for k, v in found.items() if v}
+
+
+def _without_children(root: Path) -> bool:
+    """`root` exists but holds no directory: the last lab's down should have removed it (a
+    cgroup directory always holds its control files)."""
+    try:
+        with os.scandir(root) as entries:
+            return not any(entry.is_dir() for entry in entries)
+    except FileNotFoundError:
+        return False
 
 
 def apply(lab: str, *objects: dict[str, Any]) -> None:

@@ -13,9 +13,16 @@ import time
 from pathlib import Path
 
 
-def create(path: Path) -> None:
-    """Create the subtree (and its parents); existing is fine."""
-    path.mkdir(parents=True, exist_ok=True)
+def create(path: Path, attempts: int = 3) -> None:
+    """Create the subtree (and its parents); existing is fine. Retried when a parent vanishes
+    meanwhile: another lab's `down` removes the shared `pylium` parent once it is empty."""
+    for attempt in range(attempts):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
 
 
 def add_pid(path: Path, pid: int) -> None:

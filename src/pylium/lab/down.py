@@ -3,7 +3,8 @@
 Order matters: the scheduler and the kubelets first (so nothing new starts), then the agents,
 the world server, the Hubble relay and the etcd proxy, then every pod process (killed
 through the node cgroups), then the namespaces (nodes, pods, underlay, world: their devices go
-with them), then the lab's keys in etcd, then directories, pins and cgroups. Pods get no CNI
+with them), then the lab's keys in etcd, then directories, pins and cgroups, and the shared `pylium`
+cgroup and bpffs parents when no other lab (or test) uses them. Pods get no CNI
 DEL: the node namespace and the agent's state go as a whole.
 
 Without a record (a crash during `up`, or a deleted lab dir) `force` finds the leftovers by
@@ -90,8 +91,10 @@ def down(lab: str, force: bool = False, progress: Callable[[str], None] = print)
         for path in (paths.node_dir(node), paths.bpffs_node_dir(node)):
             _rmtree(path)
     _rmtree(paths.lab_dir(lab))
-    with contextlib.suppress(OSError):
-        (paths.CGROUP_ROOT / lab).rmdir()
+    # the shared parents go with the last lab (rmdir fails while another lab has a subtree)
+    for path in (paths.CGROUP_ROOT / lab, paths.CGROUP_ROOT, paths.BPFFS_ROOT):
+        with contextlib.suppress(OSError):
+            path.rmdir()
     return True
 
 
