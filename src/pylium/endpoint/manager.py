@@ -11,7 +11,8 @@ Ordering that makes a crash at any point leak nothing:
   the same pod namespace or of the same host interface waits for it, `stop()` waits for all,
   and a restart deletes any veth no endpoint owns, so nothing is left either way.
 - ADD attaches the datapath (map entries, tc programs) before it writes `ready`, so a pod
-  whose ADD succeeded has its traffic on the programs; DEL detaches before it unplumbs.
+  whose ADD succeeded has its traffic on the programs; DEL deletes the node's route to the pod,
+  then detaches, then unplumbs.
 - At start, `lxc*` interfaces no endpoint owns are deleted, addresses no endpoint owns are
   released, and the datapath is reconciled against the ready endpoints: stale entries and links
   pruned, the rest updated (re-opening pinned links, `EndpointManager.start`).
@@ -288,16 +289,18 @@ class EndpointManager:
     # --- internals -------------------------------------------------------------------------
 
     async def _remove(self, ep: Endpoint) -> None:
-        """Delete an endpoint: mark it, detach the datapath, delete the host route, release
+        """Delete an endpoint: mark it, delete the host route, detach the datapath, release
         its address, forget it; then delete the veth pair in the background (see the module
         docstring)."""
         ep = replace(ep, state="deleting")
         self._states.save(ep)
         self._by_id[ep.id] = ep
-        await self._dp.delete(plumbing.datapath_row(ep))
-        # the address may go to the next ADD at once; setting the veth down instead would
-        # cost an RCU grace period (~25 ms) too
+        # The route first, so the address may go to the next ADD at once. Before the datapath:
+        # dropping the tcx links' pins makes the kernel detach them in the background, holding
+        # the RTNL lock through two RCU grace periods (~25 ms) that any netlink call would wait
+        # out. (Setting the veth down instead of deleting the route costs a grace period too.)
         await self._nl.node.delete_route(plumbing.host_route(ep))
+        await self._dp.delete(plumbing.datapath_row(ep))
         self._ipam.release_owner(ep.owner)
         self._forget(ep)
         task = asyncio.create_task(self._unplumb(ep), name=f"unplumb:{ep.host_ifname}")
