@@ -9,7 +9,7 @@ APT_PACKAGES=(
   clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev libc6-dev gcc-multilib make
   iproute2 nftables iptables conntrack ethtool tcpdump procps psmisc util-linux
   etcd-server podman runc containernetworking-plugins busybox-static
-  iperf3 hyperfine prometheus
+  iperf3 hyperfine prometheus chromium
 )
 
 missing=()

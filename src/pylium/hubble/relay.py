@@ -37,6 +37,9 @@ from pylium.hubble.server import (
     GrpcServer,
     lost_metadata,
 )
+from pylium.hubble.ui import write_ui_url
+from pylium.hubble.ui.web import UiServer, loopback_address
+from pylium.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +315,8 @@ def lab_peers(lab: str) -> list[Peer]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pylium.hubble.relay --lab L [--socket PATH] [--listen HOST:PORT]`."""
+    """`python -m pylium.hubble.relay --lab L [--socket PATH] [--listen HOST:PORT]
+    [--http-listen 127.0.0.1:PORT [--store URL]]`."""
     parser = argparse.ArgumentParser(prog="pylium-relay", description=__doc__.splitlines()[0])
     parser.add_argument("--lab", help="relay every node of this lab")
     parser.add_argument(
@@ -320,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--socket", type=Path, help="unix socket (default: the lab's)")
     parser.add_argument("--listen", help=f"TCP HOST:PORT (Hubble relay's :{DEFAULT_RELAY_PORT})")
+    parser.add_argument(
+        "--http-listen", help="serve the UI on this loopback HOST:PORT (port 0 picks one)"
+    )
+    parser.add_argument("--store", help="store URL for the UI's pods (default: the lab's)")
     args = parser.parse_args(argv)
     peers = lab_peers(args.lab) if args.lab else []
     for item in args.peer:
@@ -329,20 +337,46 @@ def main(argv: list[str] | None = None) -> None:
         peers.append(Peer(name, target))
     if not peers:
         parser.error("give --lab or --peer")
+    if args.http_listen is not None:
+        try:
+            loopback_address(args.http_listen)
+        except ValueError as err:
+            parser.error(f"--http-listen: {err}")
     sock = args.socket or (paths.relay_socket(args.lab) if args.lab else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_serve(Relay(GrpcParams(sock, args.listen), peers)))
+    relay = Relay(GrpcParams(sock, args.listen), peers)
+    store_url = args.store or (_lab_store(args.lab) if args.lab else None)
+    asyncio.run(_serve(relay, args.http_listen, store_url, args.lab))
 
 
-async def _serve(relay: Relay) -> None:
+def _lab_store(lab: str) -> str | None:
+    from pylium.lab.record import load
+
+    record = load(lab)
+    return record.store if record is not None else None
+
+
+async def _serve(
+    relay: Relay, http_listen: str | None, store_url: str | None, lab: str | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await relay.start()
+    store = open_store(store_url) if http_listen is not None and store_url else None
+    ui = UiServer(http_listen, relay.server.target, store) if http_listen is not None else None
     try:
+        if ui is not None:
+            await ui.start()
+            if lab is not None:
+                write_ui_url(lab, ui.url)
         await stop.wait()
     finally:
+        if ui is not None:
+            await ui.stop()
+        if store is not None:
+            await store.close()
         await relay.stop()
 
 

@@ -171,9 +171,10 @@ def start_lab_daemons(lab: LabRecord) -> None:
 
 def start_relay(lab: LabRecord) -> int:
     """Start the lab's Hubble relay in the root namespace (it dials every node's unix socket;
-    it serves `paths.relay_socket`); records its pid."""
+    it serves `paths.relay_socket`, and the UI on a loopback port it writes to the lab dir);
+    records its pid."""
     lab.relayPid = process.start(
-        [sys.executable, "-m", RELAY_MODULE, "--lab", lab.name],
+        [sys.executable, "-m", RELAY_MODULE, "--lab", lab.name, "--http-listen", "127.0.0.1:0"],
         paths.lab_dir(lab.name) / "relay.log",
     ).pid
     return lab.relayPid

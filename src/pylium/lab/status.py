@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pylium import paths
+from pylium.hubble.ui import read_ui_url
 from pylium.lab import daemons, process, record
 from pylium.lab.health import agent_health
 from pylium.lab.record import LabRecord
@@ -52,5 +53,6 @@ def status(lab: LabRecord) -> dict[str, Any]:
         "world": {"netns": record.world_netns(lab.name), "ip": record.WORLD_IP},
         "daemons": lab_daemons,
         "relay": {"socket": str(paths.relay_socket(lab.name))},
+        "ui": read_ui_url(lab.name),
         "nodes": nodes,
     }
