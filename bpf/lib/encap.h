@@ -9,6 +9,10 @@
 
 #include "common.h"
 
+/* Reserved identities (Cilium's numbers, pylium.identity.numeric). */
+#define IDENTITY_HOST 1
+#define IDENTITY_REMOTE_NODE 6
+
 #define MARK_MAGIC_HOST_MASK 0x0F00
 #define MARK_MAGIC_IDENTITY 0x0F00
 

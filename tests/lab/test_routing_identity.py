@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from typing import Any
@@ -140,11 +141,14 @@ def test_that_tunnel_mode_carries_traffic_in_vxlan_at_the_pod_mtu(tunnel_lab: st
         ).stdout
         assert "vxlan external" in link and "dstport 8472" in link
         assert f"mtu {lab.mtu} " in link
-        # No route to another node's pod CIDR: cross-node pod traffic can only be tunnelled.
+        # Every other node's pod CIDR is routed into the tunnel, none through the underlay.
         routes = subprocess.run(
             ["ip", "-n", node.netns, "route"], capture_output=True, text=True, check=True
         ).stdout
-        assert [r for r in routes.splitlines() if r.startswith("10.244.") and "/" in r] == []
+        cidrs = [r for r in routes.splitlines() if r.startswith("10.244.") and "/" in r]
+        others = {n.podCIDR for n in lab.nodes if n is not node}
+        assert {r.split()[0] for r in cidrs} == others
+        assert all("dev pylium_vxlan" in r and f"mtu {lab.mtu}" in r for r in cidrs)
 
 
 def test_that_the_receiving_node_sees_the_tunnelled_source_identity(tunnel_lab: str) -> None:
@@ -221,3 +225,30 @@ def rows_of(lab: str, label: str) -> bool:
 def ipcache_identity(lab: str, node: int, prefix: str) -> int | None:
     dump = agent_get(lab, node, "/v1/ipcache")
     return next((e["identity"] for e in dump["map"] if e["prefix"] == prefix), None)
+
+
+def test_that_a_node_reaches_a_remote_pod_through_the_tunnel_as_remote_node(
+    tunnel_lab: str,
+) -> None:
+    lab = load(tunnel_lab)
+    connectivity(tunnel_lab)
+    echo = pod_ip(tunnel_lab, "echo-other-node")
+    routes = subprocess.run(
+        ["ip", "-n", lab.nodes[0].netns, "route"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"{lab.nodes[1].podCIDR} dev pylium_vxlan" in routes
+    connect = (
+        "import socket, sys;"
+        f"s = socket.create_connection(({echo!r}, 8080), timeout=3);"
+        "sys.stdout.write(s.recv(100).decode())"
+    )
+    answer = subprocess.run(
+        ["ip", "netns", "exec", lab.nodes[0].netns, sys.executable, "-c", connect],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert answer.strip() == "echo-other-node"
+    router = str(IPv4Network(lab.nodes[0].podCIDR)[1])
+    flows = wait_for(lambda: received_flows(tunnel_lab, router, echo, lab.nodes[1].name))
+    assert {f["source"]["identity"] for f in flows} == {6}  # remote-node

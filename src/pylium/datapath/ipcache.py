@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -68,7 +68,7 @@ class IPCacheMapReconciler:
     Args:
         ipcache: the started ipcache component.
         raw: the map (shared with the programs).
-        on_change: called after each applied revision (the endpoint identities follow it).
+        on_change: awaited after each applied revision (endpoint identities, tunnel routes).
         retry_interval: seconds before a failed write is tried again.
     """
 
@@ -76,7 +76,7 @@ class IPCacheMapReconciler:
         self,
         ipcache: IPCache,
         raw: RawMap,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[], Awaitable[None]] | None = None,
         retry_interval: float = 1.0,
     ) -> None:
         self._ipcache = ipcache
@@ -102,7 +102,8 @@ class IPCacheMapReconciler:
                 await asyncio.sleep(self._retry)
                 continue
             self.revision = revision
-            self._on_change()
+            if self._on_change is not None:
+                await self._on_change()
             await table.wait_changed(revision)
 
     def _prune_foreign(self) -> None:

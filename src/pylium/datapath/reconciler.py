@@ -63,7 +63,7 @@ from pylium.datapath.lxc import (
     NodeConfig,
 )
 from pylium.datapath.metrics import read_metrics
-from pylium.datapath.overlay import OVERLAY_LINK_PIN, Overlay, ensure_vxlan
+from pylium.datapath.overlay import Overlay, TunnelRoutes, ensure_vxlan
 from pylium.identity import IDENTITY_INIT
 from pylium.ipcache import IPCache
 
@@ -111,6 +111,7 @@ class BpfDatapath:
         self._params = params
         self._objs: LxcObjects | None = None
         self._overlay: Overlay | None = None
+        self._tunnel_routes: TunnelRoutes | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._ipcache: IPCache | None = None
         self._ipcache_map: IPCacheMapReconciler | None = None
@@ -167,12 +168,11 @@ class BpfDatapath:
         self.links_dir.mkdir(exist_ok=True)
         if tunnel_ifindex:
             self._overlay = Overlay.load(config, self.pin_dir)
-            await asyncio.to_thread(
-                self._overlay.attach, tunnel_ifindex, self.pin_dir / OVERLAY_LINK_PIN
-            )
+            await asyncio.to_thread(self._overlay.attach, tunnel_ifindex, self.pin_dir)
+            self._tunnel_routes = TunnelRoutes(tunnel_ifindex, router_ip, self._params.mtu)
         if self._ipcache is not None:
             self._ipcache_map = IPCacheMapReconciler(
-                self._ipcache, self._objs.ipcache, on_change=self._refresh_identities
+                self._ipcache, self._objs.ipcache, on_change=self._on_ipcache_change
             )
             self._ipcache_task = asyncio.create_task(self._ipcache_map.run(), name="ipcache-map")
         log.info(
@@ -224,6 +224,20 @@ class BpfDatapath:
         except TimeoutError:
             log.warning("no identity for endpoint %d yet: init until the ipcache has it", row.id)
             return IDENTITY_INIT
+
+    async def _on_ipcache_change(self) -> None:
+        self._refresh_identities()
+        if self._tunnel_routes is not None and self._ipcache is not None:
+            # Every other node's pod CIDR (tunnelled, not a single address) goes into the tunnel.
+            cidrs = {
+                e.prefix
+                for e in self._ipcache.table.entries().values()
+                if e.tunnel_endpoint is not None and 0 < e.prefix.prefixlen < 32
+            }
+            try:
+                await asyncio.to_thread(self._tunnel_routes.sync, cidrs)
+            except Exception:  # netlink refused: the next ipcache change retries
+                log.exception("syncing the routes into the tunnel failed")
 
     def _refresh_identities(self) -> None:
         """Rewrite the map entries of endpoints whose identity the ipcache changed."""

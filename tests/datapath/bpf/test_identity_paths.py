@@ -23,7 +23,9 @@ from pylium.datapath.ipcache import (
     ipcache_map,
     read_ipcache,
 )
+from pylium.datapath.links import Direction as Hook
 from pylium.datapath.lxc import EndpointInfo, LxcObjects
+from pylium.datapath.overlay import Overlay
 from pylium.datapath.testrun import prog_run
 from pylium.ipcache import Entry, IPCacheTable, Source, decode_value, lpm_value
 from pylium.paths import BPFFS_ROOT
@@ -117,6 +119,11 @@ def from_a(l3: bytes) -> bytes:
 
 def to_a(l3: bytes) -> bytes:
     return pk.ethernet(A_NODE_MAC, A_MAC, pk.ETH_P_IP, l3)
+
+
+def from_node(l3: bytes) -> bytes:
+    """A frame the node's stack routes into the VXLAN device (ARP off: its own MAC)."""
+    return pk.ethernet(A_NODE_MAC, A_NODE_MAC, pk.ETH_P_IP, l3)
 
 
 def test_that_a_local_delivery_reports_both_endpoints_identities_and_tcp_flags(objs, events):
@@ -249,3 +256,27 @@ async def test_that_the_ipcache_map_follows_the_table_and_prunes_only_after_sync
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+def test_that_to_overlay_keys_the_nodes_own_traffic_and_drops_what_has_no_tunnel(
+    tunnel_objs: LxcObjects, pin_dir: Path
+):
+    overlay = Overlay.load(replace(CONFIG, tunnel_ifindex=VXLAN_IFINDEX), pin_dir)
+    ev = Events(tunnel_objs)
+    try:
+        to_overlay = overlay.programs[Hook.EGRESS]
+        node = from_node(pk.udp("10.244.1.1", REMOTE_IP, 1, 2))
+        assert prog_run(to_overlay, node).retval == TC_ACT_OK
+        assert ev.drain() == []  # keyed (to the remote node, as remote-node) and on its way
+        world = from_node(pk.udp("10.244.1.1", "203.0.113.5", 1, 2))
+        assert prog_run(to_overlay, world).retval == TC_ACT_SHOT
+        (drop,) = ev.drain()
+        assert drop.drop_reason == DropReason.NO_TUNNEL_ENDPOINT
+        assert drop.src_identity == 6
+        # Ingress without a tunnel key (never from the VXLAN device itself) is refused too.
+        from_overlay = overlay.programs[Hook.INGRESS]
+        assert prog_run(from_overlay, to_a(pk.udp(REMOTE_IP, A_IP, 2, 1))).retval == TC_ACT_SHOT
+        assert ev.drain()[0].drop_reason == DropReason.NO_TUNNEL_ENDPOINT
+    finally:
+        ev.close()
+        overlay.close()
