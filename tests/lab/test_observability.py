@@ -9,7 +9,9 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from pylium import paths
 from pylium.lab import record
 from tests.lab.conftest import answering, apply, leftovers, pylium, running_pod, server_pod
 from tests.support import wait_for
+from tests.unit.hubble.test_ui import chromium_argv
 
 pytestmark = pytest.mark.root
 
@@ -114,3 +117,52 @@ def test_each_agent_serves_metrics_on_its_underlay_address(lab2: str, pods: dict
             interval=0.2,
         )
         assert scraped["pylium_endpoint"] == 1, node["name"]
+
+
+_SPOOF = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+for _ in range(3):
+    s.sendto(b"spoofed", (sys.argv[2], 53))
+"""
+SPOOFED = "10.244.250.77"
+
+
+def test_the_ui_shows_the_lab_pods_and_a_dropped_flow(
+    lab2: str, pods: dict[str, str], tmp_path: Path
+) -> None:
+    """A packet from `client` with a source that is not its address is dropped by
+    from-container (INVALID_SOURCE_IP, 132); the relay's UI, rendered by headless Chromium,
+    shows both pods and the drop on the map and in the flow table."""
+    status = json.loads(pylium("--lab", lab2, "lab", "status", "-o", "json").stdout)
+    url = status["ui"]
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    add = ["ip", "addr", "add", f"{SPOOFED}/32", "dev", "eth0"]
+    pylium("--lab", lab2, "exec", "client", "--", *add)
+    pylium("--lab", lab2, "exec", "client", "--", sys.executable, "-c", _SPOOF, SPOOFED,
+           pods["server"])  # fmt: skip
+
+    def dropped() -> bool:
+        return any(
+            (resp.get("flow") or {}).get("drop_reason") == 132
+            and (resp["flow"].get("IP") or {}).get("source") == SPOOFED
+            for resp in _relay_flows(lab2)
+        )
+
+    wait_for(dropped, timeout=15, interval=0.2)
+    dom = subprocess.run(
+        chromium_argv(tmp_path / "profile", "--dump-dom", url),
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert 'data-id="pod:default/client"' in dom and 'data-id="pod:default/server"' in dom
+    servicemap = urllib.request.urlopen(url + "api/servicemap?verdict=DROPPED").read().decode()
+    assert 'data-verdict="DROPPED"' in dom, servicemap
+    assert "DROPPED: INVALID_SOURCE_IP" in dom
+    assert '<tr class="DROPPED">' in dom
+    shot = tmp_path / "ui.png"
+    subprocess.run(
+        chromium_argv(tmp_path / "profile", f"--screenshot={shot}", url),
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert shot.stat().st_size > 10_000

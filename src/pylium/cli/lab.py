@@ -112,6 +112,7 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
         state = "running" if d["running"] else "[red]stopped[/red]"
         console.print(f"{what}: {state} (pid {d['pid']})")
     console.print(f"hubble relay socket {report['relay']['socket']}")
+    console.print(f"hubble UI {report['ui'] or '(not listening yet)'}")
     for n in report["nodes"]:
         grid = Table.grid(padding=(0, 2))
         grid.add_row("node", f"[bold]{n['name']}[/bold]  (netns {n['netns']})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -14,10 +15,10 @@ import pytest
 from pylium.hubble.flow import IP, Endpoint, Verdict
 from pylium.hubble.relay import Peer, Relay
 from pylium.hubble.server import GrpcParams, hubble_server
-from pylium.hubble.ui import read_ui_url, write_ui_url
+from pylium.hubble.ui import read_ui_url, servicemap, write_ui_url
 from pylium.hubble.ui.web import UiServer, loopback_address
 from pylium.store import open_store
-from tests.unit.hubble.flows import DB, T0, WEB1, WEB2, make_flow
+from tests.unit.hubble.flows import DB, T0, WEB1, WEB2, WORLD, make_flow
 from tests.unit.hubble.test_relay import node_observer
 
 SERVICE_IP = "10.96.0.10"
@@ -41,15 +42,7 @@ async def ui(tmp_path):
     ring1, ring2 = observers["n1"].ring, observers["n2"].ring
     ring1.append(make_flow(WEB1, WEB2, time_ns=T0 + 1, uuid="fwd", node="n1"))
     to_service = make_flow(WEB1, WEB2, time_ns=T0 + 2, uuid="svc", node="n1")
-    ring1.append(
-        type(to_service)(
-            **{
-                **to_service.__dict__,
-                "destination": Endpoint(),
-                "IP": IP("10.244.1.10", SERVICE_IP),
-            }
-        )
-    )
+    ring1.append(replace(to_service, destination=Endpoint(), IP=IP("10.244.1.10", SERVICE_IP)))
     ring2.append(
         make_flow(DB, WEB2, verdict=Verdict.DROPPED, time_ns=T0 + 3, uuid="drop", node="n2")
     )
@@ -141,16 +134,19 @@ def test_the_ui_listens_on_loopback_only(tmp_path, monkeypatch):
     assert read_ui_url("x") == "http://127.0.0.1:1234/"
 
 
-CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--window-size=1200,800", "--virtual-time-budget=5000"]  # fmt: skip
+def chromium_argv(profile: Path, *args: str) -> list[str]:
+    """Headless Chromium as the issue runs it, with a throw-away profile directory."""
+    return [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={profile}", "--window-size=1200,800",
+        "--virtual-time-budget=5000", *args,
+    ]  # fmt: skip
 
 
 async def chromium(tmp_path: Path, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        *CHROMIUM,
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        *args,
+        *chromium_argv(tmp_path / "chromium", *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -175,3 +171,22 @@ async def test_headless_chromium_renders_the_pods_and_the_drop(ui, tmp_path):
     shot = tmp_path / "ui.png"
     await chromium(tmp_path, f"--screenshot={shot}", ui)
     assert shot.stat().st_size > 10_000
+
+
+def test_a_side_without_a_pod_name_is_the_store_pod_at_its_address():
+    """A node names only its own pods: a flow to a remote pod (identity only) and from an
+    unknown source (world) still ends at the store's pod; a peer to itself keeps its edge."""
+    remote = Endpoint(identity=5678)
+    flows = [
+        replace(make_flow(WEB1, WEB2), source=WORLD, destination=remote, verdict=Verdict.DROPPED),
+        replace(make_flow(WORLD, WORLD), uuid="loop"),
+    ]
+    pods = [pod("web-2", "default", "10.244.1.20", "n2")]
+    edges = {
+        (e["source"], e["destination"], e["verdict"])
+        for e in servicemap.build(pods, [], flows)["edges"]
+    }
+    assert edges == {
+        ("reserved:world", "pod:default/web-2", "DROPPED"),
+        ("reserved:world", "reserved:world", "FORWARDED"),
+    }

@@ -2,9 +2,9 @@
 
 Nodes come from the store (every Pod and Service, grouped by namespace) and from the flows
 (peers outside the cluster: `world`, `host`, other reserved identities, or a bare IP). A flow
-side is its pod when the flow names one, else the Service whose cluster IP it went to, else
-its reserved identity or IP. Edges are keyed by (source, destination, verdict), so a drop is
-its own edge next to forwarded traffic between the same two peers.
+side is its pod when the flow names one, else the pod or Service (cluster IP) the store has at
+its address, else its reserved identity or IP. Edges are keyed by (source, destination,
+verdict), so a drop is its own edge next to forwarded traffic between the same two peers.
 """
 
 from __future__ import annotations
@@ -47,9 +47,16 @@ def _meta(obj: Object) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name", ""))
 
 
-def service_ips(services: Iterable[Object]) -> dict[str, str]:
-    """Cluster IP -> node id of its Service."""
+def known_ips(pods: Iterable[Object], services: Iterable[Object]) -> dict[str, str]:
+    """Pod IP or cluster IP -> node id of its Pod or Service (a node names only its own pods
+    in flows; the store knows every pod's address)."""
     out: dict[str, str] = {}
+    for pod in pods:
+        ns, name = _meta(pod)
+        status = pod.get("status", {})
+        for ip in [status.get("podIP"), *(p.get("ip") for p in status.get("podIPs") or [])]:
+            if ip:
+                out[str(ip)] = f"pod:{ns}/{name}"
     for svc in services:
         ns, name = _meta(svc)
         spec = svc.get("spec", {})
@@ -59,12 +66,12 @@ def service_ips(services: Iterable[Object]) -> dict[str, str]:
     return out
 
 
-def peer_id(ep: Endpoint, ip: str, by_service_ip: dict[str, str]) -> str:
+def peer_id(ep: Endpoint, ip: str, by_ip: dict[str, str]) -> str:
     """The node id a flow side maps to."""
     if ep.pod_name:
         return f"pod:{ep.namespace}/{ep.pod_name}"
-    if ip in by_service_ip:
-        return by_service_ip[ip]
+    if ip in by_ip:
+        return by_ip[ip]
     if 0 < ep.identity < MIN_CLUSTER_IDENTITY:
         return f"reserved:{RESERVED_IDENTITIES.get(ep.identity, str(ep.identity))}"
     return f"ip:{ip}" if ip else "reserved:unknown"
@@ -82,6 +89,7 @@ def build(
 ) -> dict[str, Any]:
     """The map as JSON: `{"namespaces": [...], "nodes": [...], "edges": [...]}`."""
     nodes: dict[str, dict[str, Any]] = {}
+    pods = list(pods)
     for pod in pods:
         ns, name = _meta(pod)
         status = pod.get("status", {})
@@ -103,13 +111,13 @@ def build(
             "name": name,
             "ip": svc.get("spec", {}).get("clusterIP") or "",
         }
-    by_service_ip = service_ips(services)
+    by_ip = known_ips(pods, services)
     edges: dict[tuple[str, str, str], Edge] = {}
     for flow in flows:
         src_ip, dst_ip = (flow.IP.source, flow.IP.destination) if flow.IP else ("", "")
         ends = (
-            peer_id(flow.source, src_ip, by_service_ip),
-            peer_id(flow.destination, dst_ip, by_service_ip),
+            peer_id(flow.source, src_ip, by_ip),
+            peer_id(flow.destination, dst_ip, by_ip),
         )
         for node_id, ep, ip in zip(
             ends, (flow.source, flow.destination), (src_ip, dst_ip), strict=True

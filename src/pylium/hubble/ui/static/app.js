@@ -72,19 +72,25 @@ function renderMap(map) {
   });
   for (const edge of map.edges) {
     const a = pos.get(edge.source), b = pos.get(edge.destination);
-    if (!a || !b || edge.source === edge.destination) continue;
+    if (!a || !b) continue;
     const bend = edge.verdict === "DROPPED" ? 30 : -30;
+    const self = edge.source === edge.destination;
     const mx = (a.x + b.x) / 2 + bend, my = (a.y + b.y) / 2 + bend;
+    // Traffic of a peer to itself (e.g. world to world) is a loop above the node.
+    const d = self
+      ? `M${a.x - 6},${a.y - 7} C${a.x - 30},${a.y - 45} ${a.x + 30},${a.y - 45} ${a.x + 6},${a.y - 7}`
+      : `M${a.x},${a.y} Q${mx},${my} ${b.x},${b.y}`;
     const cls = ["FORWARDED", "DROPPED"].includes(edge.verdict) ? edge.verdict : "other";
     const path = el("path", {
-      class: `edge ${cls}`, "marker-end": `url(#arrow-${cls})`, d: `M${a.x},${a.y} Q${mx},${my} ${b.x},${b.y}`,
+      class: `edge ${cls}`, "marker-end": self ? "" : `url(#arrow-${cls})`, d,
       "data-source": edge.source, "data-destination": edge.destination, "data-verdict": edge.verdict,
     });
     path.append(el("title", {}, `${edge.source} → ${edge.destination}: ${edge.flows} ${edge.verdict} (${edge.ports.join(", ")})`));
     svg.append(path);
     if (edge.verdict === "DROPPED") {
       const reasons = Object.entries(edge.dropReasons).map(([r, n]) => `${r} ×${n}`).join(", ");
-      svg.append(el("text", { class: "edge-label", x: mx, y: my }, `DROPPED: ${reasons}`));
+      const at = self ? { x: a.x + 20, y: a.y - 30 } : { x: mx, y: my };
+      svg.append(el("text", { class: "edge-label", ...at }, `DROPPED: ${reasons}`));
     }
   }
   for (const node of map.nodes) {
