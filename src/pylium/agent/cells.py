@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from pylium.hubble.server import GrpcParams, hubble_server
 from pylium.identity import IdentityAllocator
 from pylium.ipam import AddressWatcher, IpamMode
 from pylium.ipcache import IPCache, IPCacheParams
+from pylium.loadbalancer.kubeproxy.component import KubeProxy, KubeProxyParams
+from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.metrics.agent import AgentMetrics
 from pylium.metrics.server import MetricsParams, MetricsServer
@@ -90,7 +93,10 @@ class AgentParams:
     """Destinations never masqueraded (Cilium's ipv4-native-routing-cidr): the cluster's pods."""
     kube_proxy_replacement: bool = False
     """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
-    no service handling in the agent (the kube-proxy Proxier mode is not wired yet)."""
+    kube-proxy mode when `kube_proxy_mode` is set, else no service handling in the agent."""
+    kube_proxy_mode: KubeProxyMode | None = None
+    """Without the replacement: the node's services as kube-proxy's iptables or nftables rules
+    (`loadbalancer.kubeproxy.KubeProxy`) in the agent's namespace; None: left alone."""
     cgroup: Path | None = None
     """The cgroup v2 directory socket LB attaches to (the lab's node cgroup; required with
     `kube_proxy_replacement`)."""
@@ -116,6 +122,8 @@ class Agent:
             raise ValueError("node name must not be empty")
         if params.kube_proxy_replacement and params.cgroup is None:
             raise ValueError("kube-proxy replacement needs the cgroup to attach socket LB to")
+        if params.kube_proxy_replacement and params.kube_proxy_mode is not None:
+            raise ValueError("kube-proxy mode and kube-proxy replacement exclude each other")
         if params.masquerade and params.native_routing_cidr is None:
             raise ValueError("BPF masquerade needs the native-routing CIDR it must not masquerade")
         self.params = params
@@ -180,6 +188,7 @@ class Agent:
         self._open_events = open_events
         self._sock_lb: SockLB | None = None
         self._service_lb: ServiceLB | None = None
+        self._kube_proxy: KubeProxy | None = None
         self._observer: Observer | None = None
         # ControlPlane: identities and the ipcache (every pod/node IP -> identity, node)
         self._allocator: IdentityAllocator | None = None
@@ -243,6 +252,15 @@ class Agent:
             self._service_lb = ServiceLB(ServiceLBParams(p.node), self.store, self._sock_lb)
             await self._service_lb.start()
             self.backend.lb_dump = self._service_lb.dump
+        elif p.kube_proxy_mode is not None:
+            # kube-proxy mode: the kernel's DNAT in this (the node's) namespace, all flows
+            # masqueraded (see KubeProxyParams.masquerade_all).
+            cidr = p.native_routing_cidr or (str(ipam.cidr) if ipam.cidr else None)
+            self._kube_proxy = KubeProxy(
+                KubeProxyParams(p.node, p.kube_proxy_mode, IPv4Network(cidr) if cidr else None),
+                self.store,
+            )
+            await self._kube_proxy.start()
         if self._route_kernel is not None:
             if isinstance(self._route_kernel, PyrouteRouteKernel):
                 await self._route_kernel.start()
@@ -321,6 +339,9 @@ class Agent:
         if self._service_lb is not None:
             await self._service_lb.stop()
             self._service_lb = None
+        if self._kube_proxy is not None:
+            await self._kube_proxy.stop()  # the rules stay: services keep working meanwhile
+            self._kube_proxy = None
         if self._sock_lb is not None:
             self._sock_lb.close()  # fds only: the pinned maps and cgroup links stay
             self._sock_lb = None

@@ -4,6 +4,7 @@
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
+                 [--kube-proxy-mode iptables|nftables]
                  [--routing-mode native|tunnel] [--uplink DEVICE]
                  [--enable-bpf-masquerade --native-routing-cidr CIDR]
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
 from pylium.ipam import IpamMode
+from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
 from pylium.routing import RoutingMode
 
 log = logging.getLogger("pylium.agent")
@@ -101,8 +103,14 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         "--kube-proxy-replacement",
         choices=["true", "false"],
         default="false",
-        help="true: Services in eBPF (socket LB on --cgroup); false (default): the agent"
-        " leaves Services alone (the kube-proxy iptables/nftables mode is not wired yet)",
+        help="true: Services in eBPF (socket LB on --cgroup); false (default): kube-proxy"
+        " mode with --kube-proxy-mode, else the agent leaves Services alone",
+    )
+    parser.add_argument(
+        "--kube-proxy-mode",
+        choices=[m.value for m in KubeProxyMode],
+        help="with --kube-proxy-replacement false: program the node's Services as kube-proxy's"
+        " iptables or nftables rules in the agent's network namespace",
     )
     parser.add_argument(
         "--cgroup",
@@ -115,6 +123,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     kube_proxy_replacement = args.kube_proxy_replacement == "true"
     if kube_proxy_replacement and args.cgroup is None:
         parser.error("--kube-proxy-replacement true needs --cgroup")
+    if kube_proxy_replacement and args.kube_proxy_mode is not None:
+        parser.error("--kube-proxy-mode needs --kube-proxy-replacement false")
     if args.enable_bpf_masquerade and args.native_routing_cidr is None:
         parser.error("--enable-bpf-masquerade needs --native-routing-cidr")
     crash_at = os.environ.get(CRASH_ENV)
@@ -139,6 +149,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         native_routing_cidr=args.native_routing_cidr,
         kube_proxy_replacement=kube_proxy_replacement,
         cgroup=args.cgroup,
+        kube_proxy_mode=KubeProxyMode(args.kube_proxy_mode) if args.kube_proxy_mode else None,
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
 

@@ -42,9 +42,30 @@ def lab_group() -> None:
     show_default=True,
     help="Underlay (uplink) MTU; pods get it, less 50 bytes with tunnel routing.",
 )
+@click.option(
+    "--kube-proxy-replacement",
+    type=click.Choice(["true", "false"]),
+    default="true",
+    show_default=True,
+    help="true: Services in eBPF (socket LB); false: kube-proxy's rules (--kube-proxy-mode).",
+)
+@click.option(
+    "--kube-proxy-mode",
+    type=click.Choice(["iptables", "nftables"]),
+    default="iptables",
+    show_default=True,
+    help="With --kube-proxy-replacement false: iptables or nftables rules in each node.",
+)
 @click.pass_context
 def up_cmd(
-    ctx: click.Context, name: str | None, nodes: int, routing: str, store: str, mtu: int
+    ctx: click.Context,
+    name: str | None,
+    nodes: int,
+    routing: str,
+    store: str,
+    mtu: int,
+    kube_proxy_replacement: str,
+    kube_proxy_mode: str,
 ) -> None:
     """Create the lab: underlay and world namespaces, nodes with agents and lab kubelets, a
     scheduler, store objects."""
@@ -60,6 +81,9 @@ def up_cmd(
             progress=_progress,
             routing="tunnel" if routing == "tunnel" else "native",
             store=store,
+            kube_proxy_mode=None
+            if kube_proxy_replacement == "true"
+            else ("nftables" if kube_proxy_mode == "nftables" else "iptables"),
         )
     except LabError as e:
         raise click.ClickException(str(e)) from None

@@ -44,10 +44,7 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         node.agentSocket,
         "--state-dir",
         str(paths.agent_state_dir(node.name)),
-        "--kube-proxy-replacement",
-        "true",
-        "--cgroup",
-        node.cgroup,
+        *_service_args(lab, node),
         "--mtu",
         str(lab.mtu),
         "--ipam",
@@ -64,6 +61,13 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
         "--metrics-listen",
         node.metrics_address,
     ]
+
+
+def _service_args(lab: LabRecord, node: NodeRecord) -> list[str]:
+    """Socket LB on the node's cgroup, or kube-proxy's rules in the node's namespace."""
+    if lab.kubeProxyReplacement:
+        return ["--kube-proxy-replacement", "true", "--cgroup", node.cgroup]
+    return ["--kube-proxy-replacement", "false", "--kube-proxy-mode", lab.kubeProxyMode]
 
 
 def _has_pair(argv: list[str], flag: str, value: str) -> bool:

@@ -27,6 +27,8 @@ STORE_FILE = "store.db"
 
 Routing = Literal["native", "tunnel"]
 ROUTING_MODES: tuple[Routing, ...] = ("native", "tunnel")
+KubeProxyMode = Literal["iptables", "nftables"]
+KUBE_PROXY_MODES: tuple[KubeProxyMode, ...] = ("iptables", "nftables")
 TUNNEL_OVERHEAD = 50
 """Bytes VXLAN adds (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14)."""
 
@@ -183,6 +185,9 @@ class LabRecord:
     mtu: int = DEFAULT_MTU
     """Pod interface MTU, given to every agent and conflist."""
     routing: Routing = "native"
+    kubeProxyReplacement: bool = True
+    """Services in eBPF (socket LB); False: the agents run kube-proxy's `kubeProxyMode`."""
+    kubeProxyMode: KubeProxyMode = "iptables"
     uplinkMtu: int = DEFAULT_MTU
     """MTU of the underlay (every node's uplink)."""
     operatorPid: int | None = None
@@ -259,12 +264,17 @@ class LabRecord:
         routing = data.get("routing", "native")
         if routing not in ROUTING_MODES:
             raise ValueError(f"lab record: unknown routing mode {routing!r}")
+        kube_proxy_mode = data.get("kubeProxyMode", "iptables")
+        if kube_proxy_mode not in KUBE_PROXY_MODES:
+            raise ValueError(f"lab record: unknown kube-proxy mode {kube_proxy_mode!r}")
         return cls(
             name=data["name"],
             store=data["store"],
             nodes=nodes,
             mtu=int(data.get("mtu", DEFAULT_MTU)),
             routing=routing,
+            kubeProxyReplacement=bool(data.get("kubeProxyReplacement", True)),
+            kubeProxyMode=kube_proxy_mode,
             uplinkMtu=int(data.get("uplinkMtu", DEFAULT_MTU)),
             operatorPid=data.get("operatorPid"),
             schedulerPid=data.get("schedulerPid"),

@@ -26,7 +26,7 @@ from pylium.lab import (
     underlay,
 )
 from pylium.lab.health import agent_health
-from pylium.lab.record import LabRecord, NodeRecord, Routing
+from pylium.lab.record import KubeProxyMode, LabRecord, NodeRecord, Routing
 
 MAX_NODES = 20
 """Nodes a lab may have: the underlay is one /24, and each node costs ~100 MB of daemons."""
@@ -47,12 +47,15 @@ def up(
     progress: Callable[[str], None] = print,
     routing: Routing = "native",
     store: str = "sqlite",
+    kube_proxy_mode: KubeProxyMode | None = None,
 ) -> LabRecord:
     """Make the lab and return its record once every agent is healthy.
 
     Args:
         mtu: the underlay (uplink) MTU; pods get it less the tunnel overhead in tunnel mode.
         routing: `native` (routes to each node's pod CIDR through the underlay) or `tunnel`.
+        kube_proxy_mode: None: Services in eBPF (kube-proxy replacement); `iptables` or
+            `nftables`: the agents program kube-proxy's rules in their node's namespace.
         store: `sqlite` (a file in the lab dir) or `etcd://127.0.0.1:PORT` (keys under
             `/<lab>`).
 
@@ -79,6 +82,8 @@ def up(
             f"`pylium lab down --name {name} --force`"
         )
     lab = LabRecord.new(name, nodes, mtu, routing, store)
+    if kube_proxy_mode is not None:
+        lab.kubeProxyReplacement, lab.kubeProxyMode = False, kube_proxy_mode
     record.save(lab)
     try:
         progress("store: namespaces, nodes and their addresses")

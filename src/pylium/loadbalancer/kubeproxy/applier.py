@@ -1,6 +1,7 @@
 """Loads generated rules into one network namespace: `iptables-restore --noflush` (plus the
 jumps from the built-in chains, ensured with `-C`/`-I` as kube-proxy does) or `nft -f -`.
-Commands run through `nsenter --net=` so the caller's own namespace is never touched."""
+Commands run through `nsenter --net=` so the caller's own namespace is never touched, except
+for the agent, which runs in the node's namespace already and applies there directly."""
 
 from __future__ import annotations
 
@@ -19,17 +20,17 @@ class NetnsApplier:
     """Applies rules inside the namespace at `netns_path` (e.g. /var/run/netns/NAME).
 
     Args:
-        netns_path: the namespace's file.
+        netns_path: the namespace's file; None: the caller's own namespace.
         iptables_prefix: `iptables` or `iptables-legacy` style command prefix.
     """
 
-    def __init__(self, netns_path: str | Path, iptables_prefix: str = "iptables") -> None:
-        self.netns_path = str(netns_path)
+    def __init__(self, netns_path: str | Path | None, iptables_prefix: str = "iptables") -> None:
+        self._enter = ["nsenter", f"--net={netns_path}", "--"] if netns_path is not None else []
         self._ipt = iptables_prefix
         self._jumps_ensured = False
 
     def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> str:
-        cmd = ["nsenter", f"--net={self.netns_path}", "--", *args]
+        cmd = [*self._enter, *args]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
         if check and proc.returncode != 0:
             raise ApplyError(f"{' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
@@ -45,7 +46,7 @@ class NetnsApplier:
             for table, chain, rule in iptables.jump_rules():
                 base = [self._ipt, "-w", "-t", table]
                 probe = subprocess.run(
-                    ["nsenter", f"--net={self.netns_path}", "--", *base, "-C", chain, *rule],
+                    [*self._enter, *base, "-C", chain, *rule],
                     capture_output=True,
                 )
                 if probe.returncode != 0:

@@ -139,11 +139,11 @@ def port_rules(sp: ServicePort, params: ProxyParams) -> PortRules:
         out.chains[ext] = _ext_rules(sp, p, params, ext, svc, external_chain)
     if p.uses_cluster_chain:
         rules = []
-        if cip is not None and params.cluster_cidr is not None:
+        if cip is not None and (params.masquerade_all or params.cluster_cidr is not None):
+            src = () if params.masquerade_all else ("!", "-s", str(params.cluster_cidr))
             rules.append(
                 _rule(svc, "-m", "comment", "--comment", _q(f"{name} cluster IP"), *match,
-                      "-d", cip, "--dport", str(sp.port), "!", "-s", str(params.cluster_cidr),
-                      "-j", KUBE_MARK_MASQ)
+                      "-d", cip, "--dport", str(sp.port), *src, "-j", KUBE_MARK_MASQ)
             )  # fmt: skip
         out.chains[svc] = rules + _balance(sp, svc, p.cluster)
     if p.uses_local_chain:

@@ -203,7 +203,9 @@ def service_objects(sp: ServicePort, params: ProxyParams) -> ServiceObjects:
             out.chains[ext] = rules
     if p.uses_cluster_chain:
         rules = []
-        if sp.cluster_ip is not None and params.cluster_cidr is not None:
+        if sp.cluster_ip is not None and params.masquerade_all:
+            rules.append(f"ip daddr {sp.cluster_ip} {proto} dport {sp.port} jump {MARK_MASQ}")
+        elif sp.cluster_ip is not None and params.cluster_cidr is not None:
             rules.append(
                 f"ip daddr {sp.cluster_ip} {proto} dport {sp.port}"
                 f" ip saddr != {params.cluster_cidr} jump {MARK_MASQ}"

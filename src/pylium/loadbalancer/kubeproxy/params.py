@@ -17,9 +17,13 @@ class ProxyParams:
         cluster_cidr: the pods' range (`--cluster-cidr`): traffic from outside it to a
             ClusterIP is masqueraded, traffic from inside short-circuits Local policies.
         service_cidr: the ClusterIP range; nftables drops traffic to unallocated ClusterIPs.
+        masquerade_all: kube-proxy's `--masquerade-all`: every connection to a ClusterIP is
+            masqueraded, so replies come back through the node's conntrack even when the
+            datapath would deliver them pod to pod directly.
     """
 
     node: str
     node_addresses: tuple[IPv4Address, ...] = ()
     cluster_cidr: IPv4Network | None = None
     service_cidr: IPv4Network | None = None
+    masquerade_all: bool = False

@@ -65,7 +65,13 @@ class Proxier:
         tells whether one is due. `tracker`: this proxier's subscription to the table, when
         the table's main consumer is someone else."""
         changed = set(tracker.take() if tracker is not None else table.take_changes())
-        states = table.states()
+        return self.sync_states(table.states(), changed)
+
+    def sync_states(
+        self, states: Mapping[ServiceName, ServiceState], changed: set[ServiceName]
+    ) -> str:
+        """`sync` on a snapshot: every service's state and the names that changed (taken
+        from the table in the event loop, so the rules can be written from a thread)."""
         if not changed and not self._needs_full and not self._nft_delete_next:
             return ""
         full = self._needs_full
@@ -77,6 +83,10 @@ class Proxier:
         self._needs_full = False
         self.full_syncs += full
         return text
+
+    def request_full(self) -> None:
+        """Make the next sync a full one (the periodic resync)."""
+        self._needs_full = True
 
     @property
     def services(self) -> set[ServiceName]:
