@@ -91,6 +91,12 @@ def flow_to_proto(flow: Flow) -> flow_pb2.Flow:
     if flow.event_type is not None:
         msg.event_type.type = flow.event_type.type
         msg.event_type.sub_type = flow.event_type.sub_type
+    for svc, out_svc in (
+        (flow.source_service, msg.source_service),
+        (flow.destination_service, msg.destination_service),
+    ):
+        if svc is not None:
+            out_svc.name, out_svc.namespace = svc.name, svc.namespace
     if flow.is_reply is not None:
         msg.is_reply.value = flow.is_reply
     if flow.interface is not None:
@@ -110,11 +116,9 @@ def flow_from_proto(msg: flow_pb2.Flow) -> Flow:
 _UNMODELLED = (
     "source_ip_xlated",
     "source_fqdn",
-    "source_service",
     "source_workload",
     "source_cluster_name",
     "destination_fqdn",
-    "destination_service",
     "destination_workload",
     "destination_cluster_name",
     "interface",
@@ -145,6 +149,8 @@ def filter_from_proto(msg: flow_pb2.FlowFilter) -> FlowFilter:
         destination_pod=tuple(msg.destination_pod),
         source_label=tuple(msg.source_label),
         destination_label=tuple(msg.destination_label),
+        source_service=tuple(msg.source_service),
+        destination_service=tuple(msg.destination_service),
         source_identity=tuple(msg.source_identity),
         destination_identity=tuple(msg.destination_identity),
         verdict=tuple(Verdict(v) for v in msg.verdict),

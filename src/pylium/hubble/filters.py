@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pylium.hubble.flow import (
+    RESERVED_IDENTITIES,
     TCP,
     UDP,
     DropReason,
@@ -27,6 +28,7 @@ from pylium.hubble.flow import (
     Flow,
     ICMPv4,
     IPVersion,
+    Service,
     TrafficDirection,
     Verdict,
 )
@@ -50,6 +52,9 @@ class FlowFilter:
     destination_ip: tuple[str, ...] = ()
     source_pod: tuple[str, ...] = ()
     destination_pod: tuple[str, ...] = ()
+    source_service: tuple[str, ...] = ()
+    """`namespace/name-prefix` of the Service a side was translated from/to, as pods."""
+    destination_service: tuple[str, ...] = ()
     source_identity: tuple[int, ...] = ()
     destination_identity: tuple[int, ...] = ()
     verdict: tuple[Verdict, ...] = ()
@@ -82,6 +87,11 @@ class FlowFilter:
             (self.destination_ip, lambda v: _ip_matches(v, dst_ip)),
             (self.source_pod, lambda v: _pod_matches(v, flow.source)),
             (self.destination_pod, lambda v: _pod_matches(v, flow.destination)),
+            (self.source_service, lambda v: _service_matches(v, flow.source_service)),
+            (
+                self.destination_service,
+                lambda v: _service_matches(v, flow.destination_service),
+            ),
             (self.source_identity, lambda v: v == flow.source.identity),
             (self.destination_identity, lambda v: v == flow.destination.identity),
             (self.verdict, lambda v: v == flow.verdict),
@@ -152,6 +162,13 @@ def _pod_matches(value: str, ep: Endpoint) -> bool:
     return (namespace or DEFAULT_NAMESPACE) == ep.namespace and ep.pod_name.startswith(prefix)
 
 
+def _service_matches(value: str, svc: Service | None) -> bool:
+    namespace, _, prefix = value.rpartition("/")
+    if svc is None:
+        return False
+    return (namespace or DEFAULT_NAMESPACE) == svc.namespace and svc.name.startswith(prefix)
+
+
 def _protocol_matches(value: str, flow: Flow) -> bool:
     value = value.lower()
     if isinstance(flow.l4, TCP):
@@ -219,6 +236,18 @@ class FlowQuery:
     verdict: tuple[str, ...] = ()
     protocol: tuple[str, ...] = ()
     type: tuple[str, ...] = ()
+    label: tuple[str, ...] = ()
+    from_label: tuple[str, ...] = ()
+    to_label: tuple[str, ...] = ()
+    identity: tuple[str, ...] = ()
+    from_identity: tuple[str, ...] = ()
+    to_identity: tuple[str, ...] = ()
+    service: tuple[str, ...] = ()
+    from_service: tuple[str, ...] = ()
+    to_service: tuple[str, ...] = ()
+    node_name: tuple[str, ...] = ()
+    traffic_direction: tuple[str, ...] = ()
+    drop_reason_desc: tuple[str, ...] = ()
     negated: FlowQuery | None = field(default=None)
     """Options prefixed `not-`: what must not match (the blacklist)."""
 
@@ -276,6 +305,15 @@ class FlowQuery:
             verdict=tuple(_verdict(v) for v in self.verdict),
             protocol=tuple(_protocol(v) for v in self.protocol),
             event_type=tuple(_event_type(v) for v in self.type),
+            source_label=self.from_label,
+            destination_label=self.to_label,
+            source_identity=tuple(_identity(v) for v in self.from_identity),
+            destination_identity=tuple(_identity(v) for v in self.to_identity),
+            source_service=tuple(_qualify(v, default_ns, "service") for v in self.from_service),
+            destination_service=tuple(_qualify(v, default_ns, "service") for v in self.to_service),
+            node_name=self.node_name,
+            traffic_direction=tuple(_direction(v) for v in self.traffic_direction),
+            drop_reason_desc=tuple(_drop_reason(v) for v in self.drop_reason_desc),
         )
         # Namespaces alone (no pod option to qualify) select either side in them.
         namespaces = () if self.pod or self.from_pod or self.to_pod else self.namespace
@@ -284,6 +322,13 @@ class FlowQuery:
             ("source_pod", "destination_pod", tuple(f"{ns}/" for ns in namespaces)),
             ("source_ip", "destination_ip", tuple(_checked_ip(v) for v in self.ip)),
             ("source_port", "destination_port", tuple(_port(v) for v in self.port)),
+            ("source_label", "destination_label", self.label),
+            ("source_identity", "destination_identity", tuple(map(_identity, self.identity))),
+            (
+                "source_service",
+                "destination_service",
+                tuple(_qualify(v, default_ns, "service") for v in self.service),
+            ),
         ]
         sides = [[{src: values}, {dst: values}] for src, dst, values in either if values]
         return [
@@ -292,9 +337,9 @@ class FlowQuery:
         ]
 
 
-def _qualify(pod: str, namespace: str) -> str:
+def _qualify(pod: str, namespace: str, what: str = "pod") -> str:
     if not pod or pod.endswith("/"):
-        raise InvalidFilter(f"invalid pod {pod!r}: give NAME or NAMESPACE/NAME")
+        raise InvalidFilter(f"invalid {what} {pod!r}: give NAME or NAMESPACE/NAME")
     return pod if "/" in pod else f"{namespace}/{pod}"
 
 
@@ -333,3 +378,33 @@ def _event_type(value: str) -> int:
     if value.lower() not in EVENT_TYPES:
         raise InvalidFilter(f"invalid type {value!r}: one of {', '.join(EVENT_TYPES)}")
     return EVENT_TYPES[value.lower()]
+
+
+def _identity(value: str) -> int:
+    """A numeric identity or a reserved one's name (`world`, `reserved:host`)."""
+    if value.isdigit():
+        return int(value)
+    name = value.lower().removeprefix("reserved:")
+    for number, reserved in RESERVED_IDENTITIES.items():
+        if reserved == name:
+            return number
+    raise InvalidFilter(f"invalid identity {value!r}: a number or a reserved name (world, ...)")
+
+
+def _direction(value: str) -> TrafficDirection:
+    try:
+        direction = TrafficDirection[value.upper()]
+    except KeyError:
+        direction = TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN
+    if direction == TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN:
+        raise InvalidFilter(f"invalid traffic direction {value!r}: ingress or egress")
+    return direction
+
+
+def _drop_reason(value: str) -> DropReason:
+    try:
+        return DropReason[value.upper()]
+    except KeyError:
+        raise InvalidFilter(
+            f"invalid drop reason {value!r}: a flow.DropReason name (POLICY_DENIED, ...)"
+        ) from None

@@ -244,6 +244,21 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Service:
+    """flow.Service: the Kubernetes Service a flow side was translated from or to."""
+
+    name: str
+    namespace: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _prune({"name": self.name, "namespace": self.namespace})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Service:
+        return cls(str(data.get("name", "")), str(data.get("namespace", "")))
+
+
+@dataclass(frozen=True)
 class IP:
     """flow.IP."""
 
@@ -375,6 +390,8 @@ class Flow:
     Type: FlowType = FlowType.L3_L4
     node_name: str = ""
     event_type: CiliumEventType | None = None
+    source_service: Service | None = None
+    destination_service: Service | None = None
     traffic_direction: TrafficDirection = TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN
     trace_observation_point: TraceObservationPoint = TraceObservationPoint.UNKNOWN_POINT
     trace_reason: TraceReason = TraceReason.TRACE_REASON_UNKNOWN
@@ -398,6 +415,8 @@ class Flow:
                 "Type": self.Type,
                 "node_name": self.node_name,
                 "event_type": None if self.event_type is None else self.event_type.to_json(),
+                "source_service": _opt_json(self.source_service),
+                "destination_service": _opt_json(self.destination_service),
                 "traffic_direction": self.traffic_direction,
                 "trace_observation_point": self.trace_observation_point,
                 "drop_reason_desc": self.drop_reason_desc,
@@ -437,6 +456,12 @@ class Flow:
             )
             if "event_type" in data
             else None,
+            source_service=Service.from_json(data["source_service"])
+            if "source_service" in data
+            else None,
+            destination_service=Service.from_json(data["destination_service"])
+            if "destination_service" in data
+            else None,
             traffic_direction=TrafficDirection[
                 data.get("traffic_direction", "TRAFFIC_DIRECTION_UNKNOWN")
             ],
@@ -475,6 +500,36 @@ def l4_summary(l4: Layer4 | None) -> str:
 _ICMP_TYPES = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest", 11: "TimeExceeded"}
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """The columns of Hubble's text outputs (compact, dict, table)."""
+
+    stamp: str
+    source: str
+    destination: str
+    what: str
+    verdict: str
+    summary: str
+
+
+def _columns(flow: Flow) -> _Columns:
+    when = datetime.fromtimestamp(flow.time_ns / 1e9).astimezone()
+    sport, dport = _ports(flow.l4)
+    src_ip, dst_ip = (flow.IP.source, flow.IP.destination) if flow.IP else ("", "")
+    if flow.verdict == Verdict.DROPPED:
+        what = flow.drop_reason_desc.text
+    else:
+        what = _POINT_TEXT.get(flow.trace_observation_point, "")
+    return _Columns(
+        stamp=f"{when:%b} {when.day:2d} {when:%H:%M:%S}.{when.microsecond // 1000:03d}",
+        source=_host(flow.source, src_ip, sport),
+        destination=_host(flow.destination, dst_ip, dport),
+        what=what,
+        verdict=flow.verdict.name,
+        summary=flow.Summary or l4_summary(flow.l4),
+    )
+
+
 def compact(flow: Flow) -> str:
     """`hubble observe`'s compact line, e.g.
 
@@ -482,22 +537,42 @@ def compact(flow: Flow) -> str:
     to-endpoint FORWARDED (TCP Flags: SYN)`; a drop names its reason where Hubble puts the
     observation point: `... Invalid source ip DROPPED (UDP)`.
     """
-    when = datetime.fromtimestamp(flow.time_ns / 1e9).astimezone()
-    stamp = f"{when:%b} {when.day:2d} {when:%H:%M:%S}.{when.microsecond // 1000:03d}"
-    sport, dport = _ports(flow.l4)
-    src_ip, dst_ip = (flow.IP.source, flow.IP.destination) if flow.IP else ("", "")
-    src = _host(flow.source, src_ip, sport)
-    dst = _host(flow.destination, dst_ip, dport)
+    c = _columns(flow)
     arrow = "<>" if flow.is_reply is None else ("<-" if flow.is_reply else "->")
-    if flow.verdict == Verdict.DROPPED:
-        what = flow.drop_reason_desc.text
-    else:
-        what = _POINT_TEXT.get(flow.trace_observation_point, "")
-    summary = flow.Summary or l4_summary(flow.l4)
-    parts = [f"{stamp}:", src, arrow, dst, what, flow.verdict.name]
-    if summary:
-        parts.append(f"({summary})")
+    parts = [f"{c.stamp}:", c.source, arrow, c.destination, c.what, c.verdict]
+    if c.summary:
+        parts.append(f"({c.summary})")
     return " ".join(p for p in parts if p)
+
+
+DICT_SEPARATOR = "------------"
+"""What `hubble observe -o dict` prints between two flows."""
+
+
+def dict_text(flow: Flow) -> str:
+    """`hubble observe -o dict`: one `KEY: value` line per column, keys right-aligned."""
+    c = _columns(flow)
+    rows = [
+        ("TIMESTAMP", c.stamp),
+        ("SOURCE", c.source),
+        ("DESTINATION", c.destination),
+        ("TYPE", c.what),
+        ("VERDICT", c.verdict),
+        ("SUMMARY", c.summary),
+    ]
+    if flow.node_name:
+        rows.insert(1, ("NODE", flow.node_name))
+    return "\n".join(f"{key:>11}: {value}" for key, value in rows)
+
+
+TABLE_HEADER = ("TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
+"""The columns of `hubble observe -o table` (with the node name)."""
+
+
+def table_row(flow: Flow) -> tuple[str, ...]:
+    """One row of `hubble observe -o table`, in TABLE_HEADER's order."""
+    c = _columns(flow)
+    return (c.stamp, flow.node_name, c.source, c.destination, c.what, c.verdict, c.summary)
 
 
 _POINT_TEXT = {
@@ -579,6 +654,10 @@ def _l4_from_json(data: dict[str, Any] | None) -> Layer4 | None:
     if "ICMPv4" in data:
         return ICMPv4(int(data["ICMPv4"].get("type", 0)), int(data["ICMPv4"].get("code", 0)))
     return None
+
+
+def _opt_json(value: Service | None) -> dict[str, Any] | None:
+    return None if value is None else value.to_json()
 
 
 def _prune(values: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -50,14 +50,21 @@ def _time_of(resp: Response) -> int:
 
 
 def history(
-    sources: Sequence[NodeSource], params: list[tuple[str, str]], last: int
+    sources: Sequence[NodeSource],
+    params: list[tuple[str, str]],
+    last: int,
+    first: bool = False,
+    since_ns: int | None = None,
 ) -> tuple[list[Response], list[NodeFailure]]:
-    """The newest `last` matching flows over every node, oldest first, and the nodes that
-    failed. Sets each source's follow start."""
+    """The newest `last` matching flows over every node (the oldest with `first`) at or after
+    `since_ns`, oldest first, and the nodes that failed. Sets each source's follow start."""
     started = time.time_ns()
     merged: list[Response] = []
     failures: list[NodeFailure] = []
-    query = urlencode([*params, ("last", str(last))])
+    extra = [("last", str(last))] + ([("first", "1")] if first else [])
+    if since_ns is not None:
+        extra.append(("since", format_time(since_ns)))
+    query = urlencode([*params, *extra])
     for src in sources:
         try:
             body = b"".join(src.client.stream_lines(f"/v1/flows?{query}"))
@@ -69,7 +76,9 @@ def history(
         # Follow after the newest flow this node returned (or from now if it had none).
         src.since_ns = max((_time_of(r) for r in flows), default=started)
     merged.sort(key=_time_of)
-    return merged[max(0, len(merged) - last) :] if last else [], failures
+    if not last:
+        return [], failures
+    return (merged[:last] if first else merged[max(0, len(merged) - last) :]), failures
 
 
 def follow_flows(

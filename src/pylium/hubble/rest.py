@@ -4,18 +4,20 @@
 the routes answer 503 with CNI code 11, try again later, as the rest of the API while the
 agent starts).
 
-    GET /v1/flows?last=N&since=RFC3339&follow=1&<filters>
+    GET /v1/flows?last=N&first=1&since=RFC3339&until=RFC3339&follow=1&<filters>
     GET /v1/flows/status
 
 Flows are `observer.GetFlowsResponse` objects in Hubble's JSON form (`{"flow", "node_name",
 "time"}`, one per line of `hubble observe -o json`). Without `follow` the answer is a JSON list,
-oldest first: the newest `last` matching flows (all kept ones when `last` is absent) at or
-after `since`. With `follow=1` it is NDJSON: that backlog (none unless `last` or `since` is
-given), then every new matching flow as it comes, until the client goes away or the agent
-stops; a follower that falls behind gets a `{"lost_events": ...}` line saying how many it
-missed. Filters are `FlowQuery` parameters (`pod`, `from-pod`, `namespace`, `verdict`,
-`protocol`, `port`, `ip`, `type`, each also `not-...`); a bad one answers 400 with CNI code 7,
-as the rest of the API.
+oldest first: the newest `last` matching flows (the oldest with `first=1`; all kept ones when
+`last` is absent) at or after `since` and at or before `until`. With `follow=1` it is NDJSON:
+that backlog (none unless `last` or `since` is given), then every new matching flow as it
+comes, until the client goes away, the agent stops or a flow after `until` comes; a follower
+that falls behind gets a `{"lost_events": ...}` line saying how many it missed. Filters are
+`FlowQuery` parameters (`pod`, `from-pod`, `namespace`, `verdict`, `protocol`, `port`, `ip`,
+`type`, `label`, `identity`, `service`, `node-name`, `traffic-direction`, `drop-reason-desc`,
+sided forms `from-`/`to-`, each also `not-...`); a bad one answers 400 with CNI code 7, as
+the rest of the API.
 """
 
 from __future__ import annotations
@@ -65,7 +67,14 @@ class _Request:
             self.since = parse_time(query["since"]) if "since" in query else None
         except ValueError:
             raise _BadRequest(f"since must be an RFC 3339 time, got {query['since']!r}") from None
-        self.follow = query.get("follow", "0").lower() in ("1", "true", "yes")
+        try:
+            self.until = parse_time(query["until"]) if "until" in query else None
+        except ValueError:
+            raise _BadRequest(f"until must be an RFC 3339 time, got {query['until']!r}") from None
+        self.follow = _flag(query.get("follow", "0"))
+        self.first = _flag(query.get("first", "0"))
+        if self.first and self.follow:
+            raise _BadRequest("first and follow cannot be combined")
         try:
             self.whitelist, self.blacklist = FlowQuery.from_params(query.items()).filters()
         except InvalidFilter as err:
@@ -73,11 +82,20 @@ class _Request:
 
     def select(self, flows: list[Flow]) -> list[Flow]:
         """The backlog: matching flows at or after `since`, the newest `last` of them."""
-        chosen = [f for f in flows if self.wanted(f)]
-        return chosen if self.last is None else chosen[max(0, len(chosen) - self.last) :]
+        chosen = [f for f in flows if self.wanted(f) and not self.after_until(f)]
+        if self.last is None:
+            return chosen
+        return chosen[: self.last] if self.first else chosen[max(0, len(chosen) - self.last) :]
+
+    def after_until(self, flow: Flow) -> bool:
+        return self.until is not None and flow.time_ns > self.until
 
     def wanted(self, flow: Flow) -> bool:
         return matches(flow, self.whitelist, self.blacklist)
+
+
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes")
 
 
 def _error(status: int, code: int, msg: str) -> web.Response:
@@ -123,6 +141,8 @@ class _FlowRoutes:
                 if follower.lost > reported_lost:
                     await _write(response, _lost_line(follower.lost - reported_lost, flow))
                     reported_lost = follower.lost
+                if req.after_until(flow):
+                    break
                 if req.wanted(flow):
                     await _write(response, response_json(flow))
         except ConnectionResetError:

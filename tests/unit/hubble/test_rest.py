@@ -72,6 +72,10 @@ async def test_that_flows_are_get_flows_responses_oldest_first(client):
         ("port=53", ["b"]),
         ("not-protocol=tcp", ["b"]),
         ("since=2025-11-26T09:40:00.000000002Z", ["b", "c"]),
+        ("until=2025-11-26T09:40:00.000000002Z", ["a", "b"]),
+        ("last=2&first=1", ["a", "b"]),
+        ("drop-reason-desc=INVALID_SOURCE_IP", ["c"]),
+        ("from-identity=5678", ["b"]),
     ],
 )
 async def test_that_the_query_filters_and_limits(client, query, expected):
@@ -79,7 +83,17 @@ async def test_that_the_query_filters_and_limits(client, query, expected):
 
 
 @pytest.mark.parametrize(
-    "query", ["last=-1", "last=x", "verdict=maybe", "port=http", "since=yesterday"]
+    "query",
+    [
+        "last=-1",
+        "last=x",
+        "verdict=maybe",
+        "port=http",
+        "since=yesterday",
+        "until=x",
+        "first=1&follow=1",
+        "traffic-direction=sideways",
+    ],
 )
 async def test_that_a_bad_query_is_a_400_with_cni_code_7(client, query):
     resp = await client.get(f"/v1/flows?{query}")
