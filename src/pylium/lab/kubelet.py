@@ -128,6 +128,10 @@ class Kubelet:
         """pod key -> `_desire` of the last event, to tell spec changes from status writes."""
         self.running: dict[str, SandboxState] = {}
         """Sandboxes this node holds, by pod key."""
+        self._reported: dict[str, dict[str, bool]] = {}
+        """pod key -> container liveness of the last status written: a process seen before
+        its `nsenter` entered the pod namespace is reported not ready, and liveness requeues
+        the pod once it is."""
         self.queue = WorkQueue()
 
     async def run(self) -> None:
@@ -169,7 +173,8 @@ class Kubelet:
             await asyncio.sleep(LIVENESS_INTERVAL)
             for key, state in list(self.running.items()):
                 self.sandboxes.collect(state)
-                if self.sandboxes.down(state):
+                alive = self.sandboxes.alive(state)
+                if self.sandboxes.down(state) or alive != self._reported.get(key):
                     self.queue.add(key)
 
     async def _worker(self) -> None:
@@ -193,6 +198,7 @@ class Kubelet:
             log.info("removing sandbox of %s", key)
             await self.sandboxes.destroy(state)
             del self.running[key]
+            self._reported.pop(key, None)
             state = None
         if pod is None or not wanted:
             return
@@ -200,10 +206,10 @@ class Kubelet:
             state = await self._create(key, pod)
         elif self.sandboxes.down(state):
             self.sandboxes.start_processes(state, pod)
-        status = running_status(
-            state, pod, self.sandboxes.alive(state), self.node.underlayIP or None
-        )
+        alive = self.sandboxes.alive(state)
+        status = running_status(state, pod, alive, self.node.underlayIP or None)
         await self._set_status(pod, status, state.netns)
+        self._reported[key] = alive
 
     async def _create(self, key: str, pod: Object) -> SandboxState:
         log.info("creating sandbox of %s", key)
