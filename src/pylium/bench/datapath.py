@@ -145,7 +145,7 @@ def _run_worker(argv: list[str], progress: Progress) -> str:
     return output
 
 
-_LABELS = {
+LABELS = {
     "throughput_gbps": "TCP throughput (Gbit/s)",
     "rr_per_s": "request/response (/s)",
     "conn_per_s": "connections (/s)",
@@ -165,7 +165,7 @@ def render_text(report: Report) -> str:
         f"{'':26}{'A pylium':>{width}}{'B bare veth':>{width}}{'C routed':>{width}}"
         f"{'A/B':>7}{'A/C':>7}",
     ]
-    for test, label in _LABELS.items():
+    for test, label in LABELS.items():
         values = [getattr(report.figures[t], test) for t in TOPOLOGIES]
         ratios = f"{report.ratio(test, 'bare_veth'):7.2f}{report.ratio(test, 'routed'):7.2f}"
         lines.append(f"{label:26}" + "".join(cell(test, v) for v in values) + ratios)
@@ -186,7 +186,7 @@ def render_text(report: Report) -> str:
         "",
         "BPF run-time statistics during A (ns per run; a run is one skb, in the throughput",
         "test a GSO aggregate of up to 64 KiB):",
-        f"{'':26}" + "".join(f"{_LABELS[t].split(' (')[0]:>22}" for t in TESTS),
+        f"{'':26}" + "".join(f"{LABELS[t].split(' (')[0]:>22}" for t in TESTS),
     ]
     for prog, by_test in report.costs.items():
         cells = "".join(f"{by_test[t].ns_per_run:7.0f} ns x{by_test[t].runs:<10d}" for t in TESTS)

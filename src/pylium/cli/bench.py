@@ -48,12 +48,24 @@ def cni_cmd(count: int, output: str) -> None:
 @click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def datapath_cmd(duration: int, output: str) -> None:
+@click.option(
+    "--cross-node",
+    is_flag=True,
+    help="Pod to pod across two nodes: native and tunnel labs against plain kernel routing.",
+)
+def datapath_cmd(duration: int, output: str, cross_node: bool) -> None:
     """Pod to pod: pylium's programs against a bare veth and plain kernel routing."""
-    from pylium.bench import datapath
+    from pylium.bench import datapath, datapath_xnode
 
     if os.geteuid() != 0:
         raise click.ClickException("pylium bench datapath needs root (it creates namespaces)")
+    if cross_node:
+        xnode = datapath_xnode.run_bench(duration, lambda line: click.echo(line, err=True))
+        if output == "json":
+            click.echo(json.dumps(datapath_xnode.to_json(xnode), indent=2))
+        else:
+            click.echo(datapath_xnode.render_text(xnode))
+        return
     report = datapath.run_bench(duration, lambda line: click.echo(line, err=True))
     if output == "json":
         click.echo(json.dumps(datapath.to_json(report), indent=2))
