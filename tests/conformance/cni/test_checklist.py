@@ -123,6 +123,8 @@ def test_eth0_and_eth1_get_distinct_addresses(cni: CniHarness):
         for address in (a0, a1):
             assert _tcp_answer(pod, address, peer.netns) == address
         cni.runtime.delete(net, eth1, r1)
+        assert a1 not in cni.used_ips()
+        cni.wait_veths_gone({r1["interfaces"][0]["name"]})
         assert cni.addresses(pod, "eth1") == []
         assert cni.addresses(pod, "eth0") == [f"{a0}/32"]
         cni.runtime.check(net, eth0, r0)
