@@ -2,10 +2,11 @@
  *
  * Path: identify the endpoint by the arrival ifindex (pylium_lxc_if); answer ARP for the
  * router IP; drop what is not IPv4 or whose source is not the endpoint's own address; track the
- * connection; deliver to a local endpoint by redirect to its host-side veth egress (to-container
- * runs there, the host stack is skipped); in tunnel mode, send a destination the ipcache places
- * behind another node into the VXLAN device with the source identity as VNI; hand the rest to
- * the stack. A destination inside the node's pod CIDR with no endpoint is dropped. Events carry
+ * connection; decide a new connection with the endpoint's egress policy (lib/policy.h, peer =
+ * the destination's identity); deliver to a local endpoint by redirect to its host-side veth
+ * egress (to-container runs there, the host stack is skipped); in tunnel mode, send a
+ * destination the ipcache places behind another node into the VXLAN device with the source
+ * identity as VNI; hand the rest to the stack. A destination inside the node's pod CIDR with no endpoint is dropped. Events carry
  * the endpoint's identity as source and the destination's from the ipcache.
  */
 #include "common.h"
@@ -15,6 +16,7 @@
 #include "lib/eth.h"
 #include "lib/ipcache.h"
 #include "lib/ipv4.h"
+#include "lib/policy.h"
 #include "lib/verdict.h"
 
 static __always_inline int handle_arp(struct __sk_buff *ctx, const struct endpoint_info *ep)
@@ -79,11 +81,22 @@ int from_container(struct __sk_buff *ctx)
 	remote = ipcache_lookup4(flow.daddr);
 	if (remote)
 		flow.dst_identity = remote->sec_identity;
-	if (ct4_process(ctx, &flow, TUPLE_F_OUT, &ct_status, &report) < 0)
-		return send_drop(ctx, source, DROP_CT_CREATE_FAILED, METRIC_EGRESS, &flow);
-
 	dst_key.ip4 = flow.daddr;
 	dst = bpf_map_lookup_elem(&pylium_lxc, &dst_key);
+	if (dst)
+		flow.dst_identity = dst->sec_identity;
+	if (ct4_process(ctx, &flow, TUPLE_F_OUT, &ct_status, &report) < 0)
+		return send_drop(ctx, source, DROP_CT_CREATE_FAILED, METRIC_EGRESS, &flow);
+	/* Egress policy decides new connections; a dropped one leaves no conntrack entry. */
+	if (ct_status == CT_NEW) {
+		int denied = policy_check(ctx, source, flow.dst_identity, METRIC_EGRESS, &flow);
+
+		if (denied) {
+			ct4_forget(&flow, TUPLE_F_OUT);
+			return send_drop(ctx, source, denied, METRIC_EGRESS, &flow);
+		}
+	}
+
 	if (dst) {
 		__u32 target = dst->ifindex;
 
@@ -91,7 +104,6 @@ int from_container(struct __sk_buff *ctx)
 		 * host-side veth egress. */
 		if (ipv4_dec_ttl(ctx) < 0 || eth_store_addrs(ctx, dst->node_mac, dst->mac) < 0)
 			return send_drop(ctx, source, DROP_INVALID, METRIC_EGRESS, &flow);
-		flow.dst_identity = dst->sec_identity;
 		set_identity_mark(ctx, flow.src_identity);
 		send_trace(ctx, source, TRACE_TO_LXC, target, ct_status, report, METRIC_EGRESS,
 			   &flow);

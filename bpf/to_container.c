@@ -3,7 +3,8 @@
  *
  * Path: identify the endpoint by the device ifindex; pass ARP; drop what is not IPv4 or not
  * addressed to the endpoint; track the connection (ingress scope, so replies to the pod's own
- * connections are recognised); count and deliver. Ingress policy will sit here.
+ * connections are recognised); decide a new connection with the endpoint's ingress policy
+ * (lib/policy.h, peer = the source identity); count and deliver.
  *
  * The source identity comes from the mark when the overlay (from the VNI) or a local
  * from-container set it, else from the ipcache (native routing, the host stack).
@@ -13,6 +14,7 @@
 #include "lib/encap.h"
 #include "lib/ipcache.h"
 #include "lib/ipv4.h"
+#include "lib/policy.h"
 #include "lib/verdict.h"
 
 SEC("tc")
@@ -45,6 +47,15 @@ int to_container(struct __sk_buff *ctx)
 		return send_drop(ctx, ep->lxc_id, DROP_NO_LXC, METRIC_INGRESS, &flow);
 	if (ct4_process(ctx, &flow, TUPLE_F_IN, &ct_status, &report) < 0)
 		return send_drop(ctx, ep->lxc_id, DROP_CT_CREATE_FAILED, METRIC_INGRESS, &flow);
+	/* Ingress policy decides new connections; a dropped one leaves no conntrack entry. */
+	if (ct_status == CT_NEW) {
+		int denied = policy_check(ctx, ep->lxc_id, flow.src_identity, METRIC_INGRESS, &flow);
+
+		if (denied) {
+			ct4_forget(&flow, TUPLE_F_IN);
+			return send_drop(ctx, ep->lxc_id, denied, METRIC_INGRESS, &flow);
+		}
+	}
 
 	send_trace(ctx, ep->lxc_id, TRACE_TO_LXC, ifindex, ct_status, report, METRIC_INGRESS,
 		   &flow);

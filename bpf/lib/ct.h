@@ -154,3 +154,19 @@ static __always_inline int ct4_process(struct __sk_buff *ctx, const struct ipv4_
 	*report = 1;
 	return bpf_map_update_elem(&pylium_ct4_global, &tuple, &fresh, BPF_ANY) < 0 ? -1 : 0;
 }
+
+/* Remove the entry a new connection created in scope `dir` (its first packet was dropped, so
+ * its next packets must be decided again, not pass as established). */
+static __always_inline void ct4_forget(const struct ipv4_flow *flow, __u8 dir)
+{
+	struct ct4_tuple tuple = {
+		.daddr = flow->daddr,
+		.saddr = flow->saddr,
+		.dport = flow->dport,
+		.sport = flow->sport,
+		.nexthdr = flow->proto,
+		.flags = dir,
+	};
+
+	bpf_map_delete_elem(&pylium_ct4_global, &tuple);
+}

@@ -5,12 +5,20 @@
 
 #define REASON_FORWARDED 0
 #define DROP_INVALID_SIP 132	   /* "Invalid source ip" */
+#define DROP_POLICY 133		   /* "Policy denied": nothing allowed it */
 #define DROP_INVALID 134	   /* "Invalid packet" */
 #define DROP_UNKNOWN_L3 139	   /* "Unsupported L3 protocol" */
 #define DROP_NO_LXC 152		   /* "No matching local container found" */
 #define DROP_CT_CREATE_FAILED 155  /* "CT: Map insertion failed" */
 #define DROP_NO_TUNNEL_ENDPOINT 160 /* "No tunnel/encapsulation endpoint (datapath BUG!)" */
 #define DROP_INVALID_IDENTITY 171  /* "Invalid identity" */
+#define DROP_POLICY_DENY 181	   /* "Policy denied by denylist": a deny rule */
+
+/* Policy verdict of a new connection, carried in its event (lib/policy.h). */
+#define POLICY_VERDICT_NONE 0	 /* not looked up: direction not enforced or not a new connection */
+#define POLICY_VERDICT_ALLOWED 1
+#define POLICY_VERDICT_DENIED 2
+#define POLICY_VERDICT_AUDIT 3	 /* would have been denied; passed in audit mode */
 
 /* Notification types (Cilium's CILIUM_NOTIFY_*). */
 #define NOTIFY_DROP 1

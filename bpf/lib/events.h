@@ -21,6 +21,9 @@ struct pylium_event {
 	__be16 dport;
 	__u32 src_identity; /* security identity of the source, 0 = unknown */
 	__u32 dst_identity; /* security identity of the destination, 0 = unknown */
+	__u32 policy_cookie; /* the deciding policy entry's cookie, 0 = none */
+	__u8 policy_verdict; /* POLICY_VERDICT_* */
+	__u8 pad[3];
 };
 
 struct {
@@ -51,6 +54,8 @@ static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 su
 		ev.tcp_flags = flow->tcp_flags;
 		ev.src_identity = flow->src_identity;
 		ev.dst_identity = flow->dst_identity;
+		ev.policy_cookie = flow->policy_cookie;
+		ev.policy_verdict = flow->policy_verdict;
 	}
 	/* A full ring (nobody reading) loses the event, never the packet. */
 	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);

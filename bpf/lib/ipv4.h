@@ -9,6 +9,7 @@
 #include <linux/icmp.h>
 #include <linux/in.h>
 #include "common.h"
+#include "drop.h"
 
 /* The parsed facts of one IPv4 packet. Ports are 0 for protocols without them; for ICMP echo
  * both carry the identifier so a request and its reply share a conntrack tuple. */
@@ -23,6 +24,9 @@ struct ipv4_flow {
 	 * (0 = unknown); events carry them. */
 	__u32 src_identity;
 	__u32 dst_identity;
+	/* Set by the policy check of a new connection (lib/policy.h); events carry them. */
+	__u32 policy_cookie;   /* names the deciding rules, 0 = none */
+	__u8 policy_verdict;   /* POLICY_VERDICT_* */
 };
 
 #define TCP_FLAG_FIN 0x01
@@ -48,6 +52,8 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct ipv4_flow *f
 	flow->tcp_flags = 0;
 	flow->src_identity = 0;
 	flow->dst_identity = 0;
+	flow->policy_cookie = 0;
+	flow->policy_verdict = POLICY_VERDICT_NONE;
 	/* Non-first fragments carry no L4 header: track them by addresses alone. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;

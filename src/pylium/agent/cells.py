@@ -33,6 +33,7 @@ from pylium.datapath.ipcache import ipcache_json
 from pylium.datapath.lxc import MAP_EVENTS
 from pylium.datapath.nat import BpfMasquerade, MasqueradeParams, remove_masquerade
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
+from pylium.datapath.policy import EnforcementParams, PolicyEnforcement
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.datapath.socklb import SockLB
 from pylium.endpoint import EndpointManager, EndpointParams
@@ -193,6 +194,8 @@ class Agent:
         # ControlPlane: identities and the ipcache (every pod/node IP -> identity, node)
         self._allocator: IdentityAllocator | None = None
         self._ipcache: IPCache | None = None
+        # ControlPlane + Datapath: network policy (repository, policy maps)
+        self._policy: PolicyEnforcement | None = None
 
     @property
     def store(self) -> Store:
@@ -284,6 +287,19 @@ class Agent:
         )
         endpoints = self._endpoints
         await self._endpoints.start()  # rolls back interrupted ADDs before anything is served
+        if isinstance(self._datapath, BpfDatapath):
+            # Network policy: the pinned maps keep enforcing until the repository is synced.
+            self._policy = PolicyEnforcement(
+                EnforcementParams(p.bpf_dir),
+                self.store,
+                self._allocator,
+                lambda: {
+                    f"{e.pod_namespace}/{e.pod_name}": e.id
+                    for e in endpoints.endpoints()
+                    if e.pod_name
+                },
+            )
+            await self._policy.start()
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
         # crd mode: no pod CIDR, so an unknown address is not classed as world
@@ -321,6 +337,9 @@ class Agent:
             await self._observer.stop()
         if self._publisher is not None:
             await self._publisher.stop()
+        if self._policy is not None:
+            await self._policy.stop()  # the pinned policy maps keep enforcing
+            self._policy = None
         if self._endpoints is not None:
             await self._endpoints.stop()
         if self._addresses is not None:

@@ -32,6 +32,8 @@ class DropReason(IntEnum):
     FORWARDED = 0
     INVALID_SIP = 132
     """"Invalid source ip": a pod sent from an address that is not its own."""
+    POLICY_DENIED = 133
+    """"Policy denied": an enforced direction with no allow entry for the connection."""
     INVALID = 134
     """"Invalid packet": truncated headers, TTL exhausted."""
     UNKNOWN_L3 = 139
@@ -48,6 +50,8 @@ class DropReason(IntEnum):
     """"No tunnel/encapsulation endpoint": the tunnel key could not be set or read."""
     INVALID_IDENTITY = 171
     """"Invalid identity": a node-local identity would have gone into a tunnel."""
+    POLICY_DENY = 181
+    """"Policy denied by denylist": a deny rule matched the connection."""
 
 
 class TracePoint(IntEnum):
@@ -56,6 +60,17 @@ class TracePoint(IntEnum):
     TO_LXC = 0
     TO_STACK = 3
     TO_OVERLAY = 4
+
+
+class PolicyVerdict(IntEnum):
+    """The policy decision of a new connection (bpf/lib/drop.h POLICY_VERDICT_*)."""
+
+    NONE = 0
+    """Not looked up: direction not enforced, or not a new connection."""
+    ALLOWED = 1
+    DENIED = 2
+    AUDIT = 3
+    """Would have been denied; passed because the endpoint is in audit mode."""
 
 
 class Direction(IntEnum):
@@ -84,6 +99,9 @@ class RawEvent(ctypes.Structure):
         ("dport", ctypes.c_uint16),
         ("src_identity", ctypes.c_uint32),
         ("dst_identity", ctypes.c_uint32),
+        ("policy_cookie", ctypes.c_uint32),
+        ("policy_verdict", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
     ]
 
 
@@ -109,6 +127,9 @@ class Event:
     src_identity: int = 0
     """Security identity of the source (0: the reporting program did not know it)."""
     dst_identity: int = 0
+    policy_verdict: PolicyVerdict = PolicyVerdict.NONE
+    policy_cookie: int = 0
+    """Cookie of the policy entry that decided (names its rules; 0 = none)."""
 
     @classmethod
     def decode(cls, data: bytes) -> Event:
@@ -135,6 +156,8 @@ class Event:
             tcp_flags=raw.tcp_flags,
             src_identity=raw.src_identity,
             dst_identity=raw.dst_identity,
+            policy_verdict=PolicyVerdict(raw.policy_verdict),
+            policy_cookie=raw.policy_cookie,
         )
 
 

@@ -28,6 +28,8 @@ MAP_CT4 = "pylium_ct4_global"
 MAP_METRICS = "pylium_metrics"
 MAP_EVENTS = "pylium_events"
 MAP_IPCACHE = "pylium_ipcache4"
+MAP_POLICY = "pylium_policy"
+MAP_POLICY_EP = "pylium_policy_ep"
 
 
 class EndpointKey(ctypes.Structure):
@@ -115,6 +117,8 @@ class LxcObjects:
         self.metrics = from_coll.map(MAP_METRICS, MetricsKey, MetricsValue)
         self.events: RawMap = from_coll.maps[MAP_EVENTS]
         self.ipcache: RawMap = from_coll.maps[MAP_IPCACHE]
+        self.policy: RawMap = from_coll.maps[MAP_POLICY]
+        self.policy_ep: RawMap = from_coll.maps[MAP_POLICY_EP]
 
     @classmethod
     def load(

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from pylium.datapath.conntrack import CtStatus
-from pylium.datapath.events import Direction, Event, EventType, TracePoint
+from pylium.datapath.events import Direction, Event, EventType, PolicyVerdict, TracePoint
 from pylium.hubble.flow import (
     IP,
     TCP,
@@ -99,7 +99,7 @@ class FlowParser:
         return Flow(
             time_ns=self._clock(),
             uuid=self._uuid(),
-            verdict=Verdict.DROPPED if dropped else Verdict.FORWARDED,
+            verdict=_verdict(event),
             drop_reason=code,
             IP=IP(str(event.saddr), str(event.daddr)) if has_l3 else None,
             l4=l4,
@@ -126,6 +126,13 @@ class FlowParser:
         # The datapath's identity (own endpoint, ipcache or tunnel VNI) wins over the lookup's.
         endpoint = self._lookup.endpoint_by_ip(str(ip)) or Endpoint()
         return dataclasses.replace(endpoint, identity=identity) if identity else endpoint
+
+
+def _verdict(event: Event) -> Verdict:
+    if event.type is EventType.DROP:
+        return Verdict.DROPPED
+    # Audit mode: policy would have dropped it; the packet went on.
+    return Verdict.AUDIT if event.policy_verdict is PolicyVerdict.AUDIT else Verdict.FORWARDED
 
 
 def _summary(event: Event, l4: Layer4 | None) -> str:

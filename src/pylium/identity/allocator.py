@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pylium.api import validate
@@ -74,6 +75,11 @@ class IdentityAllocator:
         self._refs: dict[int, int] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each change of the cluster-wide identities the cache holds."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Mirror the store's identities; returns once the first list is in."""
@@ -224,6 +230,8 @@ class IdentityAllocator:
             self._forget(identity.id)
         else:
             self._learn(identity)
+        for listener in self._listeners:
+            listener()
 
 
 def _is_local(labels: Labels) -> bool:

@@ -159,6 +159,11 @@ class Repository:
         self._drop_rules(PolicyRef(kind, namespace, name))
         self._recompute()
 
+    def refresh(self) -> None:
+        """Re-derive every endpoint, e.g. once the numbering knows identities it did not."""
+        for namespace in {k.partition("/")[0] for k in self._pods} | set(self._namespaces):
+            self._refresh_pods(namespace)
+
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with {endpoint key: new policy} whenever endpoint policies change
         (a deleted endpoint is absent from `endpoints()` when it is called)."""

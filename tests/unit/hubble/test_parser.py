@@ -126,6 +126,8 @@ def test_that_the_datapath_identities_and_tcp_flags_reach_the_flow():
 def test_that_each_datapath_drop_code_has_a_hubble_name():
     names = {
         DropReason.INVALID_SIP: "INVALID_SOURCE_IP",
+        DropReason.POLICY_DENIED: "POLICY_DENIED",
+        DropReason.POLICY_DENY: "POLICY_DENY",
         DropReason.INVALID: "INVALID_PACKET_DROPPED",
         DropReason.UNKNOWN_L3: "UNSUPPORTED_L3_PROTOCOL",
         DropReason.NO_LXC: "NO_MATCHING_LOCAL_CONTAINER_FOUND",

@@ -1,0 +1,322 @@
+"""The policy maps of the endpoint datapath (bpf/lib/policy.h), their writer, and the agent
+component that keeps them equal to the policy repository.
+
+`pylium_policy` is one LPM trie for all endpoints of the node: each row is a policy-map row of
+`EndpointPolicy.map_rows` (Cilium's `struct policy_key` / `struct policy_entry`, see
+`pylium.policy.mapstate`) with the endpoint id inserted after the prefix length, which grows
+by 32 bits. `pylium_policy_ep` holds per endpoint the enforced directions and the audit flag.
+
+`PolicyMaps.sync` makes one endpoint's rows and flags equal to its computed policy without a
+moment of less enforcement than either the old or the new policy: new and changed rows first,
+then the flags, then stale rows. Bookkeeping follows each kernel call, so a failed call leaves
+the cache equal to the kernel. The maps are pinned: after an agent restart the programs keep
+enforcing the old rows until `sync` replaces them (nothing is flushed first).
+
+`PolicyEnforcement` runs the policy repository in the agent: a `PolicyWatcher` feeds it from
+the store, identities come from the agent's `IdentityAllocator` (the numbers the ipcache puts
+into the datapath), and a reconciler job syncs each local endpoint's computed policy into the
+maps, prunes endpoints gone from the node, and retries a failed kernel write on its next run.
+A label set whose cluster-wide identity is not known yet (its pod's node has not allocated it)
+gets a placeholder number above the cluster range, which no packet carries: its rows match
+nothing until the allocator learns the real number and the repository is refreshed. CIDR peers
+get placeholders too (the ipcache has no CIDR identities yet): only `world` matches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pylium.datapath.errors import BpfError
+from pylium.datapath.lxc import MAP_POLICY, MAP_POLICY_EP
+from pylium.datapath.maps import Map, RawMap
+from pylium.identity import IdentityAllocator
+from pylium.identity.labels import Labels
+from pylium.identity.numeric import MAX_CLUSTER_IDENTITY
+from pylium.policy import EndpointPolicy, PolicyConfig, Repository
+from pylium.policy.rules import Direction
+from pylium.policy.watcher import PolicyWatcher
+from pylium.store import Store
+
+log = logging.getLogger(__name__)
+
+FLAG_INGRESS = 0x01
+FLAG_EGRESS = 0x02
+FLAG_AUDIT = 0x04
+
+_EP_BITS = 32
+_COUNTERS = 16
+"""The trailing packets/bytes counters of a policy entry, written by the datapath."""
+
+
+class PolicyMapKey(ctypes.Structure):
+    """struct policy_key of bpf/lib/policy.h, as its 16 raw bytes."""
+
+    _fields_ = [("raw", ctypes.c_uint8 * 16)]
+
+
+class PolicyMapEntry(ctypes.Structure):
+    """struct policy_entry (mapstate's 24-byte encoding)."""
+
+    _fields_ = [("raw", ctypes.c_uint8 * 24)]
+
+
+class EndpointId(ctypes.Structure):
+    """The u32 endpoint id key of pylium_policy_ep."""
+
+    _fields_ = [("id", ctypes.c_uint32)]
+
+
+class EndpointFlags(ctypes.Structure):
+    """struct policy_ep."""
+
+    _fields_ = [("flags", ctypes.c_uint32)]
+
+
+def endpoint_key(endpoint: int, key: bytes) -> bytes:
+    """A mapstate key (12 bytes) as the endpoint's row key in pylium_policy."""
+    (prefix_len,) = struct.unpack_from("<I", key)
+    return struct.pack("<II", prefix_len + _EP_BITS, endpoint) + key[4:]
+
+
+def endpoint_flags(policy: EndpointPolicy) -> int:
+    """The pylium_policy_ep flags of a computed policy."""
+    flags = FLAG_INGRESS if Direction.INGRESS in policy.enforced else 0
+    flags |= FLAG_EGRESS if Direction.EGRESS in policy.enforced else 0
+    return flags | (FLAG_AUDIT if policy.audit else 0)
+
+
+class Cookies:
+    """Numbers each distinct set of rule labels for verdict events (0 = no rules)."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[frozenset[str], int] = {}
+        self._names: dict[int, tuple[str, ...]] = {}
+
+    def __call__(self, rules: frozenset[str]) -> int:
+        if not rules:
+            return 0
+        number = self._numbers.get(rules)
+        if number is None:
+            number = len(self._numbers) + 1
+            self._numbers[rules] = number
+            self._names[number] = tuple(sorted(rules))
+        return number
+
+    def names(self, cookie: int) -> tuple[str, ...]:
+        """The rule labels a cookie stands for (empty if unknown)."""
+        return self._names.get(cookie, ())
+
+    def table(self) -> dict[int, tuple[str, ...]]:
+        """Every cookie with its rule labels."""
+        return dict(self._names)
+
+
+class PolicyMaps:
+    """Writes endpoints' computed policies into the two pinned policy maps.
+
+    Args:
+        rules: the `pylium_policy` map.
+        endpoints: the `pylium_policy_ep` map.
+        cookie: numbers rule-label sets for the entries (a fresh `Cookies` by default).
+    """
+
+    def __init__(
+        self,
+        rules: RawMap,
+        endpoints: RawMap,
+        cookie: Callable[[frozenset[str]], int] | None = None,
+    ) -> None:
+        self._rules = Map(rules, PolicyMapKey, PolicyMapEntry)
+        self._eps = Map(endpoints, EndpointId, EndpointFlags)
+        self.cookie = cookie or Cookies()
+        # What the kernel holds, per endpoint: row key -> entry without counters; flags.
+        self._rows: dict[int, dict[bytes, bytes]] = {}
+        self._flags: dict[int, int] = {}
+        for k, v in self._rules.items():
+            raw = bytes(k.raw)
+            (ep,) = struct.unpack_from("<I", raw, 4)
+            self._rows.setdefault(ep, {})[raw] = bytes(v.raw)[:-_COUNTERS]
+        for ek, ev in self._eps.items():
+            self._flags[ek.id] = ev.flags
+
+    def endpoints(self) -> set[int]:
+        """Endpoint ids with rows or flags in the maps."""
+        return set(self._rows) | set(self._flags)
+
+    def rows(self, endpoint: int) -> dict[bytes, bytes]:
+        """The endpoint's row keys and entries (without counters), as last written."""
+        return dict(self._rows.get(endpoint, {}))
+
+    def sync(self, endpoint: int, policy: EndpointPolicy) -> int:
+        """Make the endpoint's rows and flags those of `policy`; returns kernel writes."""
+        desired = {
+            endpoint_key(endpoint, k): v for k, v in policy.map_rows(cookie=self.cookie).items()
+        }
+        have = self._rows.setdefault(endpoint, {})
+        writes = 0
+        for key, value in desired.items():
+            if have.get(key) != value[:-_COUNTERS]:
+                self._rules.update(_key(key), PolicyMapEntry.from_buffer_copy(value))
+                have[key] = value[:-_COUNTERS]
+                writes += 1
+        writes += self._set_flags(endpoint, endpoint_flags(policy))
+        for key in [k for k in have if k not in desired]:
+            self._rules.delete(_key(key), missing_ok=True)
+            del have[key]
+            writes += 1
+        return writes
+
+    def remove(self, endpoint: int) -> None:
+        """Forget an endpoint: its flags, then its rows."""
+        if endpoint in self._flags:
+            self._eps.delete(EndpointId(endpoint), missing_ok=True)
+            del self._flags[endpoint]
+        have = self._rows.get(endpoint, {})
+        for key in list(have):
+            self._rules.delete(_key(key), missing_ok=True)
+            del have[key]
+        self._rows.pop(endpoint, None)
+
+    def prune(self, keep: Iterable[int]) -> None:
+        """Remove every endpoint not in `keep`."""
+        for endpoint in self.endpoints() - set(keep):
+            self.remove(endpoint)
+
+    def _set_flags(self, endpoint: int, flags: int) -> int:
+        if self._flags.get(endpoint) == flags:
+            return 0
+        self._eps.update(EndpointId(endpoint), EndpointFlags(flags))
+        self._flags[endpoint] = flags
+        return 1
+
+
+PENDING_BASE = MAX_CLUSTER_IDENTITY + 1
+"""First placeholder number for a label set without a known identity."""
+
+
+class AllocatorNumbering:
+    """The repository's `Numbering` over the agent's identity allocator."""
+
+    def __init__(self, allocator: IdentityAllocator) -> None:
+        self._allocator = allocator
+        self._pending: dict[Labels, int] = {}
+
+    def number(self, labels: Labels) -> int:
+        found = self._allocator.lookup(labels)
+        if found is not None:
+            return found.id
+        return self._pending.setdefault(labels, PENDING_BASE + len(self._pending))
+
+
+@dataclass(frozen=True)
+class EnforcementParams:
+    """Settings of the policy component."""
+
+    pin_dir: Path
+    """The node's bpffs directory, where the endpoint programs pinned the policy maps."""
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    interval: float = 0.2
+    """Seconds between reconciler runs (new endpoints, retries); changes run at once."""
+
+
+class PolicyEnforcement:
+    """Policy repository + store watcher + policy-map reconciler of one agent.
+
+    Args:
+        params: pin directory, policy settings.
+        store: the cluster store.
+        allocator: the agent's identity allocator (started).
+        local_endpoints: this node's endpoints as `namespace/pod` -> endpoint id.
+    """
+
+    def __init__(
+        self,
+        params: EnforcementParams,
+        store: Store,
+        allocator: IdentityAllocator,
+        local_endpoints: Callable[[], dict[str, int]],
+    ) -> None:
+        self.params = params
+        self.repo = Repository(params.config, AllocatorNumbering(allocator))
+        self.cookies = Cookies()
+        self._watcher = PolicyWatcher(store, self.repo)
+        self._local = local_endpoints
+        self._maps: PolicyMaps | None = None
+        self._raw: list[RawMap] = []
+        self._synced: dict[int, EndpointPolicy] = {}
+        self._renumber = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        allocator.subscribe(self._identities_changed)
+        self.repo.subscribe(lambda _changed: self._wake.set())
+
+    async def start(self) -> None:
+        """Open the pinned maps (as they are: they keep enforcing), mirror the store, then
+        reconcile once before returning."""
+        self._raw = [RawMap.from_pin(self.params.pin_dir / n) for n in (MAP_POLICY, MAP_POLICY_EP)]
+        self._maps = PolicyMaps(self._raw[0], self._raw[1], self.cookies)
+        await self._watcher.start()
+        self.reconcile()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop watching and reconciling; the pinned maps keep their rows."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._watcher.stop()
+        for raw in self._raw:
+            raw.close()
+        self._raw, self._maps = [], None
+
+    def reconcile(self) -> None:
+        """Sync every local endpoint the repository knows, prune endpoints gone from the node."""
+        if self._maps is None:
+            return
+        if self._renumber:
+            self._renumber = False
+            self.repo.refresh()
+        local = self._local()
+        known = self.repo.endpoints()
+        for key, endpoint in local.items():
+            if key not in known:
+                continue  # its pod is not in the store (yet): the old rows stay
+            policy = self.repo.policy(key)
+            if self._synced.get(endpoint) is policy:
+                continue
+            try:
+                self._maps.sync(endpoint, policy)
+            except BpfError as exc:
+                log.warning("policy of endpoint %d (%s) not written: %s", endpoint, key, exc)
+                continue
+            self._synced[endpoint] = policy
+        for endpoint in self._maps.endpoints() - set(local.values()):
+            self._maps.remove(endpoint)
+            self._synced.pop(endpoint, None)
+
+    def _identities_changed(self) -> None:
+        self._renumber = True
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.params.interval)
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except BpfError as exc:
+                log.warning("policy maps: %s", exc)
+
+
+def _key(raw: bytes) -> PolicyMapKey:
+    return PolicyMapKey.from_buffer_copy(raw)

@@ -1,0 +1,233 @@
+"""Network policy in from-container (egress) and to-container (ingress), run with
+BPF_PROG_TEST_RUN: new connections decided by the endpoint's rows in pylium_policy (written by
+datapath/policy.py from a computed EndpointPolicy), replies passed by conntrack, Cilium's drop
+reasons, verdicts and cookies in events; and the map writer's sync, prune and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from pylium.datapath.conntrack import Ct4Tuple, CtStatus, TupleFlags
+from pylium.datapath.events import Direction, DropReason, EventType, PolicyVerdict
+from pylium.datapath.ipcache import IPCacheKey, IPCacheValue, ipcache_map
+from pylium.datapath.lxc import EndpointInfo, LxcObjects
+from pylium.datapath.maps import RawMap
+from pylium.datapath.policy import Cookies, PolicyMaps
+from pylium.datapath.testrun import prog_run
+from pylium.ipcache import Entry, Source
+from pylium.policy import EndpointPolicy, PolicyEntry, PolicyKey, port_range_prefixes
+from pylium.policy.rules import Direction as PolicyDirection
+from tests.datapath.bpf import packets as pk
+from tests.datapath.bpf.conftest import (
+    A_IP,
+    A_MAC,
+    A_NODE_MAC,
+    B_IP,
+    CONFIG,
+    OUTSIDE_IP,
+    A,
+    B,
+    Events,
+)
+
+pytestmark = pytest.mark.root
+
+TC_ACT_OK = 0
+TC_ACT_SHOT = 2
+TC_ACT_REDIRECT = 7
+A_ID, B_ID, OUTSIDE_ID = 1001, 1002, 2
+INGRESS, EGRESS = PolicyDirection.INGRESS, PolicyDirection.EGRESS
+ALLOW = PolicyEntry(False, frozenset(["netpol:default/allow spec.ingress[0]"]))
+DENY = PolicyEntry(True, frozenset(["cnp:default/deny spec.ingressDeny[0]"]))
+
+
+@pytest.fixture
+def objs(pin_dir: Path) -> Iterator[LxcObjects]:
+    """A (identity 1001) and B (1002) registered; the ipcache knows both and the world."""
+    with LxcObjects.load(CONFIG, pin_dir=pin_dir) as loaded:
+        for info, identity in ((A, A_ID), (B, B_ID)):
+            copy = EndpointInfo.from_buffer_copy(bytes(info))
+            copy.sec_identity = identity
+            loaded.add_endpoint(copy)
+        ipcache = ipcache_map(loaded.ipcache)
+        for prefix, identity in (("0.0.0.0/0", OUTSIDE_ID), (f"{A_IP}/32", A_ID)):
+            e = Entry(IPv4Network(prefix), identity, None, "n1", Source.POD, prefix)
+            ipcache.update(IPCacheKey.of(e.prefix), IPCacheValue.of(e))
+        e = Entry(IPv4Network(f"{B_IP}/32"), B_ID, None, "n1", Source.POD, "b")
+        ipcache.update(IPCacheKey.of(e.prefix), IPCacheValue.of(e))
+        yield loaded
+
+
+@pytest.fixture
+def events(objs: LxcObjects) -> Iterator[Events]:
+    ev = Events(objs)
+    try:
+        yield ev
+    finally:
+        ev.close()
+
+
+@pytest.fixture
+def maps(objs: LxcObjects) -> PolicyMaps:
+    return PolicyMaps(objs.policy, objs.policy_ep)
+
+
+def policy(
+    enforced: set[PolicyDirection],
+    entries: dict[PolicyKey, PolicyEntry] | None = None,
+    audit: bool = False,
+) -> EndpointPolicy:
+    return EndpointPolicy(A_ID, frozenset(enforced), entries or {}, audit)
+
+
+def from_a(l3: bytes) -> bytes:
+    return pk.ethernet(A_MAC, A_NODE_MAC, pk.ETH_P_IP, l3)
+
+
+def to_a(l3: bytes) -> bytes:
+    return pk.ethernet(A_NODE_MAC, A_MAC, pk.ETH_P_IP, l3)
+
+
+def ct(objs: LxcObjects, src: str, dst: str, sport: int, dport: int, proto: int, f: TupleFlags):
+    return objs.ct4.get(Ct4Tuple.make(src, dst, sport, dport, proto, f))
+
+
+def test_that_an_allowed_new_egress_connection_passes_and_is_tracked(objs, events, maps):
+    key = PolicyKey(EGRESS, B_ID, pk.PROTO_UDP, 53, 16)
+    maps.sync(101, policy({EGRESS}, {key: ALLOW}))
+
+    res = prog_run(objs.from_container, from_a(pk.udp(A_IP, B_IP, 5000, 53)))
+
+    assert res.retval == TC_ACT_REDIRECT
+    assert ct(objs, A_IP, B_IP, 5000, 53, pk.PROTO_UDP, TupleFlags.OUT) is not None
+    (ev,) = events.drain()
+    assert (ev.type, ev.policy_verdict, ev.dst_identity) == (
+        EventType.TRACE,
+        PolicyVerdict.ALLOWED,
+        B_ID,
+    )
+    assert isinstance(maps.cookie, Cookies)
+    assert maps.cookie.names(ev.policy_cookie) == tuple(ALLOW.rules)
+
+
+def test_that_a_new_connection_nothing_allows_is_dropped_133_without_ct_entry(objs, events, maps):
+    allow_b = PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, 80, 16)
+    maps.sync(101, policy({INGRESS}, {allow_b: ALLOW}))
+
+    frame = to_a(pk.tcp(OUTSIDE_IP, A_IP, 40000, 80, pk.TCP_SYN))
+    first = prog_run(objs.to_container, frame)
+    second = prog_run(objs.to_container, frame)
+
+    assert (first.retval, second.retval) == (TC_ACT_SHOT, TC_ACT_SHOT)
+    assert ct(objs, OUTSIDE_IP, A_IP, 40000, 80, pk.PROTO_TCP, TupleFlags.IN) is None
+    ev = events.drain()[0]
+    assert (ev.type, ev.drop_reason, ev.direction) == (
+        EventType.DROP,
+        DropReason.POLICY_DENIED,
+        Direction.INGRESS,
+    )
+    assert (ev.policy_verdict, ev.src_identity) == (PolicyVerdict.DENIED, OUTSIDE_ID)
+    # B is allowed on the same port: its connection passes.
+    res = prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 40000, 80, pk.TCP_SYN)))
+    assert res.retval == TC_ACT_OK
+
+
+def test_that_a_deny_rule_drops_181_over_an_allow_of_the_peer(objs, events, maps):
+    entries = {
+        PolicyKey(INGRESS, B_ID, 0, 0, 0): ALLOW,
+        PolicyKey(INGRESS, 0, pk.PROTO_TCP, 22, 16): DENY,
+    }
+    maps.sync(101, policy({INGRESS}, entries))
+
+    denied = prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 40000, 22, pk.TCP_SYN)))
+    allowed = prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 40001, 23, pk.TCP_SYN)))
+
+    assert (denied.retval, allowed.retval) == (TC_ACT_SHOT, TC_ACT_OK)
+    drop, trace = events.drain()
+    assert (drop.drop_reason, drop.policy_verdict) == (DropReason.POLICY_DENY, PolicyVerdict.DENIED)
+    assert maps.cookie.names(drop.policy_cookie) == tuple(DENY.rules)
+    assert maps.cookie.names(trace.policy_cookie) == tuple(ALLOW.rules)
+
+
+def test_that_the_reply_of_an_allowed_connection_passes_without_a_policy_lookup(objs, events, maps):
+    # Both directions enforced; only egress to the world on 443 is allowed.
+    entries = {PolicyKey(EGRESS, OUTSIDE_ID, pk.PROTO_TCP, 443, 16): ALLOW}
+    maps.sync(101, policy({INGRESS, EGRESS}, entries))
+
+    out = prog_run(objs.from_container, from_a(pk.tcp(A_IP, OUTSIDE_IP, 40000, 443, pk.TCP_SYN)))
+    back = prog_run(
+        objs.to_container, to_a(pk.tcp(OUTSIDE_IP, A_IP, 443, 40000, pk.TCP_SYN | pk.TCP_ACK))
+    )
+
+    assert (out.retval, back.retval) == (TC_ACT_OK, TC_ACT_OK)
+    new, reply = events.drain()
+    assert (new.ct_status, new.policy_verdict) == (CtStatus.NEW, PolicyVerdict.ALLOWED)
+    assert (reply.ct_status, reply.policy_verdict) == (CtStatus.REPLY, PolicyVerdict.NONE)
+    # The same packet as a new inbound connection is dropped: ingress allows nothing.
+    res = prog_run(objs.to_container, to_a(pk.tcp(OUTSIDE_IP, A_IP, 443, 40001, pk.TCP_SYN)))
+    assert res.retval == TC_ACT_SHOT
+
+
+def test_that_a_port_range_entry_allows_exactly_its_ports(objs, maps):
+    entries = {
+        PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, port, prefix): ALLOW
+        for port, prefix in port_range_prefixes(8080, 8083)
+    }
+    maps.sync(101, policy({INGRESS}, entries))
+
+    def verdict(port: int) -> int:
+        return prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 40000, port, pk.TCP_SYN))).retval
+
+    assert [verdict(p) for p in (8079, 8080, 8083, 8084)] == [
+        TC_ACT_SHOT,
+        TC_ACT_OK,
+        TC_ACT_OK,
+        TC_ACT_SHOT,
+    ]
+
+
+def test_that_audit_mode_passes_what_policy_would_drop_with_an_audit_verdict(objs, events, maps):
+    maps.sync(101, policy({INGRESS}, audit=True))
+
+    res = prog_run(objs.to_container, to_a(pk.udp(OUTSIDE_IP, A_IP, 6000, 8080)))
+
+    assert res.retval == TC_ACT_OK
+    (ev,) = events.drain()
+    assert (ev.type, ev.policy_verdict) == (EventType.TRACE, PolicyVerdict.AUDIT)
+    assert ct(objs, OUTSIDE_IP, A_IP, 6000, 8080, pk.PROTO_UDP, TupleFlags.IN) is not None
+
+
+def test_that_an_unenforced_direction_is_not_looked_up(objs, events, maps):
+    maps.sync(101, policy({EGRESS}))
+
+    res = prog_run(objs.to_container, to_a(pk.udp(OUTSIDE_IP, A_IP, 6000, 8080)))
+
+    assert res.retval == TC_ACT_OK
+    assert events.drain()[0].policy_verdict == PolicyVerdict.NONE
+
+
+def test_that_sync_prunes_stale_rows_and_a_restarted_writer_rewrites_nothing(objs, maps):
+    wide = {PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, p, 16): ALLOW for p in (80, 81, 82)}
+    maps.sync(101, policy({INGRESS}, wide))
+    maps.sync(102, policy({EGRESS}))
+    narrow = {PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, 80, 16): ALLOW}
+    maps.sync(101, policy({INGRESS}, narrow))
+
+    assert len(maps.rows(101)) == 1
+    assert prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 1, 81, pk.TCP_SYN))).retval == (
+        TC_ACT_SHOT
+    )
+    # A new writer on the same (pinned) maps reads what is there: the same policy is no write.
+    again = PolicyMaps(_reopen(objs.policy), _reopen(objs.policy_ep), maps.cookie)
+    assert again.endpoints() == {101, 102}
+    assert again.sync(101, policy({INGRESS}, narrow)) == 0
+    again.prune([101])
+    assert again.endpoints() == {101}
+
+
+def _reopen(raw: RawMap) -> RawMap:
+    return RawMap(raw.fd, raw.name)
