@@ -71,3 +71,28 @@ def datapath_cmd(duration: int, output: str, cross_node: bool) -> None:
         click.echo(json.dumps(datapath.to_json(report), indent=2))
     else:
         click.echo(datapath.render_text(report))
+
+
+@bench_group.command("flows")
+@click.option(
+    "--seconds",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
+    help="Seconds per producer run.",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def flows_cmd(seconds: float, output: str) -> None:
+    """Flow events/s the observer decodes, enriches and serves without loss, and the
+    per-packet datapath cost of an event per packet."""
+    from pylium.bench import flows
+
+    if os.geteuid() != 0:
+        raise click.ClickException("pylium bench flows needs root (it loads BPF programs)")
+    report = flows.run_bench(seconds, progress=lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(json.dumps(flows.to_json(report), indent=2))
+    else:
+        click.echo(flows.render_text(report))

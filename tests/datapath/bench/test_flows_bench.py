@@ -1,0 +1,48 @@
+"""`pylium bench flows`, tiny: real events through the observer are counted without loss at a
+low paced rate, the full-speed run accounts for every event, the overhead figures are real
+run times, and the scratch pin directory goes away."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pylium.bench import flows
+from pylium.cli.main import cli
+from pylium.paths import BPFFS_ROOT
+
+pytestmark = pytest.mark.root
+
+
+def test_the_flow_bench_counts_every_event(monkeypatch):
+    monkeypatch.setattr(flows, "FIRST_RATE", 1000)
+    before = set(BPFFS_ROOT.glob("bench-flows-*"))
+    report = flows.run_bench(seconds=0.3, rounds=3, max_rate=2000, progress=lambda _: None)
+    paced, full = report.runs[0], report.runs[-1]
+    assert paced.target == 1000 and paced.produced >= 200
+    assert paced.decoded == paced.produced and paced.lost == 0
+    assert report.sustained >= 1000
+    assert full.target == 0 and full.produced > 0 and full.decoded > 0
+    assert full.decoded + full.lost == full.produced
+    assert report.ns_events > 0 and report.ns_aggregated > 0
+    assert set(BPFFS_ROOT.glob("bench-flows-*")) == before
+
+
+def test_the_cli_prints_json(monkeypatch):
+    monkeypatch.setattr(flows, "FIRST_RATE", 1000)
+    monkeypatch.setattr(flows, "run_bench", _tiny(flows.run_bench))
+    result = CliRunner().invoke(cli, ["bench", "flows", "--seconds", "0.2", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"runs", "sustained", "nsPerPacketEvents", "nsPerPacketAggregated", "overhead"} <= set(
+        data
+    )
+
+
+def _tiny(run_bench):
+    def tiny(seconds, progress):
+        return run_bench(seconds, rounds=2, max_rate=1000, progress=progress)
+
+    return tiny
