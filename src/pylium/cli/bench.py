@@ -73,6 +73,35 @@ def datapath_cmd(duration: int, output: str, cross_node: bool) -> None:
         click.echo(datapath.render_text(report))
 
 
+@bench_group.command("services")
+@click.option(
+    "--sizes",
+    default="1,1000,10000,30000",
+    show_default=True,
+    help="Comma-separated numbers of services (2 backends each) to program.",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def services_cmd(sizes: str, output: str) -> None:
+    """Services: eBPF socket LB against kube-proxy's iptables and nftables modes."""
+    from pylium.bench import services
+
+    if os.geteuid() != 0:
+        raise click.ClickException("pylium bench services needs root (it creates namespaces)")
+    try:
+        counts = [int(n) for n in sizes.split(",") if n.strip()]
+    except ValueError:
+        raise click.ClickException(f"--sizes {sizes!r}: expected numbers like 1,1000") from None
+    if not counts or not all(1 <= n <= services.MAX_SIZE for n in counts):
+        raise click.ClickException(f"--sizes: each from 1 to {services.MAX_SIZE}")
+    results = services.run_bench(counts, lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(json.dumps(services.to_json(results), indent=2))
+    else:
+        click.echo(services.render_text(results))
+
+
 @bench_group.command("flows")
 @click.option(
     "--seconds",

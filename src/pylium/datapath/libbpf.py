@@ -46,6 +46,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
     "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
+    "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
     "bpf_program__name": (c_char_p, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, c_uint32]),

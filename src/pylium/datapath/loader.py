@@ -120,10 +120,12 @@ class Collection:
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """A compiled object file and the `.rodata` constants to set before load."""
+    """A compiled object file, the `.rodata` constants to set before load and map sizes that
+    override the compiled ones (Cilium's `--bpf-lb-map-max` and friends)."""
 
     path: Path
     constants: Mapping[str, int | bytes] = field(default_factory=dict)
+    max_entries: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: os.PathLike[str] | str) -> ObjectSpec:
@@ -135,6 +137,11 @@ class ObjectSpec:
     def with_constants(self, **values: int | bytes) -> ObjectSpec:
         """A copy with more constants: ints are written native-endian, bytes as they are."""
         return replace(self, constants={**self.constants, **values})
+
+    def with_max_entries(self, **sizes: int) -> ObjectSpec:
+        """A copy whose maps of these names get these sizes (a pinned map of another size is
+        not re-used: libbpf refuses it)."""
+        return replace(self, max_entries={**self.max_entries, **sizes})
 
     def load(
         self,
@@ -159,6 +166,10 @@ class ObjectSpec:
         try:
             self._set_constants(obj)
             self._prepare_maps(obj, pin_dir, reuse_maps or {})
+            for m, name in _maps(obj):
+                if name in self.max_entries:
+                    size = self.max_entries[name]
+                    libbpf.check(libbpf.lib().bpf_map__set_max_entries(m, size), f"size {name}")
             with libbpf.capture_log() as log:
                 ret = libbpf.lib().bpf_object__load(obj)
             if ret < 0:

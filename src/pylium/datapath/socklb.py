@@ -87,12 +87,19 @@ class SockLB:
         cgroup: Path,
         obj_dir: Path = OBJ_DIR,
         allow_root: bool = False,
+        services_max: int | None = None,
     ) -> SockLB:
-        """Load sock.o with maps pinned under `pin_dir` and attach it to `cgroup`."""
+        """Load sock.o with maps pinned under `pin_dir` and attach it to `cgroup`.
+
+        `services_max` sizes the services map (one entry per frontend plus one per backend
+        slot; compiled in: 65536, too few for 30 000 services of 2 backends)."""
         if not allow_root and Path(os.path.realpath(cgroup)) in CGROUP2_ROOTS:
             raise RootCgroupRefused(f"{cgroup} is the cgroup v2 root")
+        spec = ObjectSpec.from_file(obj_dir / "sock.o")
+        if services_max is not None:
+            spec = spec.with_max_entries(**{MAP_NAMES[SERVICES]: services_max})
         with ExitStack() as stack:
-            coll = stack.enter_context(ObjectSpec.from_file(obj_dir / "sock.o").load(pin_dir))
+            coll = stack.enter_context(spec.load(pin_dir))
             links: dict[str, Link] = {}
             (pin_dir / LINKS_DIR).mkdir(parents=True, exist_ok=True)
             for hook, (prog_name, attach) in HOOKS.items():

@@ -42,6 +42,10 @@ SERVICES, BACKENDS, REVNAT, AFFINITY_MATCH, MAGLEV = (
     "maglev",
 )
 MAPS = (SERVICES, BACKENDS, REVNAT, AFFINITY_MATCH, MAGLEV)
+_ABSENT = object()
+"""A key that had no value before the sync."""
+Touched = dict[str, dict[Any, Any]]
+"""Per map, each key changed in one sync -> its value before (or _ABSENT)."""
 
 _TYPE_FLAGS = {
     FrontendType.CLUSTER_IP: 0,
@@ -161,8 +165,9 @@ class LBMaps:
         return self._apply(fe_changes)
 
     def _apply(self, fe_changes: dict[FrontendKey, Change[Frontend]]) -> MapDelta:
-        before = {m: dict(self.contents[m]) for m in MAPS}
-        touched: dict[str, set[Any]] = {m: set() for m in MAPS}
+        # Each touched key's value before this sync (not a copy of the maps: one add at 30 000
+        # services must stay cheap).
+        touched: Touched = {m: {} for m in MAPS}
         # New references first, so a backend moving between frontends keeps its id.
         for key, ch in sorted(fe_changes.items()):
             if ch.new is None:
@@ -188,10 +193,10 @@ class LBMaps:
             else:
                 self._frontends[key] = ch.new
                 self._add_entries(key, ch.new, touched)
-        return self._delta(before, touched)
+        return self._delta(touched)
 
     def _ref_backend(
-        self, addr: L4Addr, fe: FrontendKey, state: BackendState, touched: dict[str, set[Any]]
+        self, addr: L4Addr, fe: FrontendKey, state: BackendState, touched: Touched
     ) -> None:
         refs = self._be_refs.setdefault(addr, {})
         refs[fe] = state
@@ -199,7 +204,7 @@ class LBMaps:
             self._be_ids[addr] = self._be_alloc.take()
         self._write_backend(addr, touched)
 
-    def _unref_backend(self, addr: L4Addr, fe: FrontendKey, touched: dict[str, set[Any]]) -> None:
+    def _unref_backend(self, addr: L4Addr, fe: FrontendKey, touched: Touched) -> None:
         refs = self._be_refs.get(addr, {})
         refs.pop(fe, None)
         if refs:
@@ -208,10 +213,10 @@ class LBMaps:
         self._be_refs.pop(addr, None)
         be_id = self._be_ids.pop(addr)
         self._be_alloc.give(be_id)
+        self._touch(touched, BACKENDS, be_id)
         self.contents[BACKENDS].pop(be_id, None)
-        touched[BACKENDS].add(be_id)
 
-    def _write_backend(self, addr: L4Addr, touched: dict[str, set[Any]]) -> None:
+    def _write_backend(self, addr: L4Addr, touched: Touched) -> None:
         states = set(self._be_refs[addr].values())
         state = next(
             s
@@ -219,8 +224,8 @@ class LBMaps:
             if s in states
         )
         be_id = self._be_ids[addr]
+        self._touch(touched, BACKENDS, be_id)
         self.contents[BACKENDS][be_id] = (addr, state)
-        touched[BACKENDS].add(be_id)
 
     def _entries(self, key: FrontendKey, fe: Frontend) -> dict[str, dict[Any, Any]]:
         svc_id = self._svc_ids[key]
@@ -259,16 +264,17 @@ class LBMaps:
             out[MAGLEV] = {svc_id: tuple(names[ordered[i]] for i in table)}
         return out
 
-    def _add_entries(self, key: FrontendKey, fe: Frontend, touched: dict[str, set[Any]]) -> None:
+    def _add_entries(self, key: FrontendKey, fe: Frontend, touched: Touched) -> None:
         for m, entries in self._entries(key, fe).items():
+            for k in entries:
+                self._touch(touched, m, k)
             self.contents[m].update(entries)
-            touched[m].update(entries)
 
-    def _remove_entries(self, key: FrontendKey, fe: Frontend, touched: dict[str, set[Any]]) -> None:
+    def _remove_entries(self, key: FrontendKey, fe: Frontend, touched: Touched) -> None:
         for m, entries in self._entries_for_removal(key, fe).items():
             for k in entries:
+                self._touch(touched, m, k)
                 self.contents[m].pop(k, None)
-                touched[m].add(k)
 
     def _entries_for_removal(self, key: FrontendKey, fe: Frontend) -> dict[str, set[Any]]:
         """Keys an old frontend wrote (its backends may have lost their ids already)."""
@@ -282,12 +288,17 @@ class LBMaps:
             MAGLEV: {svc_id},
         }
 
-    def _delta(self, before: dict[str, dict[Any, Any]], touched: dict[str, set[Any]]) -> MapDelta:
+    def _touch(self, touched: Touched, m: str, key: Any) -> None:
+        """Remember `key`'s value before its first change in this sync."""
+        if key not in touched[m]:
+            touched[m][key] = self.contents[m].get(key, _ABSENT)
+
+    def _delta(self, touched: Touched) -> MapDelta:
         delta = MapDelta()
         for m in MAPS:
-            for k in touched[m]:
-                old, new = before[m].get(k), self.contents[m].get(k)
-                if new is None and k in before[m]:
+            for k, old in touched[m].items():
+                new = self.contents[m].get(k)
+                if new is None and old is not _ABSENT:
                     delta.deletes[m].add(encode_key(m, k))
                 elif new is not None and old != new:
                     ek, ev = encode_entry(m, k, new)
