@@ -32,6 +32,12 @@ POLICY = {
         ],
     },
 }
+NAMED = {
+    "name": "server-allow-ok",
+    "namespace": "default",
+    "labels": ["netpol:default/server-allow-ok spec.ingress[0]"],
+    "kind": "NetworkPolicy",
+}
 CLIENTS = {"ok1": (1, "ok"), "ok2": (2, "ok"), "bad1": (1, "bad"), "bad2": (2, "bad")}
 
 
@@ -83,15 +89,12 @@ def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab):
     verdicts = {client: probe(lab, client, ip) for client in CLIENTS}
     assert verdicts == {"ok1": True, "ok2": True, "bad1": False, "bad2": False}
     assert {client: trace(lab, client) for client in CLIENTS} == verdicts
-    dropped = json.loads(
-        "["
-        + ",".join(
-            pylium(
-                "--lab", lab, "observe", "--verdict", "DROPPED", "--to-pod", "server", "-o", "json"
-            ).stdout.split("\n")[:-1]
-        )
-        + "]"
-    )
+    dropped = [
+        json.loads(line)
+        for line in pylium(
+            "--lab", lab, "observe", "--verdict", "DROPPED", "--to-pod", "server", "-o", "json"
+        ).stdout.splitlines()
+    ]
     assert dropped, "no DROPPED flow to the server"
     sources = set()
     for flow in dropped:
@@ -99,8 +102,17 @@ def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab):
         assert flow["drop_reason"] == 133
         assert flow["drop_reason_desc"] == "POLICY_DENIED"
         assert flow["traffic_direction"] == "INGRESS"
+        assert flow["ingress_denied_by"] == [NAMED]
         sources.add(client_ips[flow["IP"]["source"]])
     assert sources == {"bad1", "bad2"}  # the other node's client too
+    allowed = [
+        json.loads(line)
+        for line in pylium(
+            "--lab", lab, "observe", "--to-pod", "server", "--to-port", "80", "-o", "json"
+        ).stdout.splitlines()
+    ]
+    allowed = [f.get("flow", f) for f in allowed]
+    assert any(f.get("ingress_allowed_by") == [NAMED] for f in allowed), allowed
 
     pylium("--lab", lab, "delete", "networkpolicy", "server-allow-ok", "-n", "default")
     wait_for(lambda: probe(lab, "bad2", ip), timeout=10, interval=0.2)

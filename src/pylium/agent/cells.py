@@ -308,7 +308,11 @@ class Agent:
         )
         self._observer = Observer(
             ObserverParams(events_pin=p.bpf_dir / MAP_EVENTS),
-            FlowParser(lookup, p.node),
+            FlowParser(
+                lookup,
+                p.node,
+                policies=self._policy.flow_policies if self._policy is not None else None,
+            ),
             self._open_events,
         )
         self._flow_metrics.attach(self._observer)

@@ -34,13 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pylium.datapath.errors import BpfError
+from pylium.datapath.events import Direction as EventDirection
+from pylium.datapath.events import Event, PolicyVerdict
 from pylium.datapath.lxc import MAP_POLICY, MAP_POLICY_EP
 from pylium.datapath.maps import Map, RawMap
+from pylium.hubble.flow import Policy
 from pylium.identity import IdentityAllocator
 from pylium.identity.labels import Labels
 from pylium.identity.numeric import MAX_CLUSTER_IDENTITY
 from pylium.policy import EndpointPolicy, PolicyConfig, Repository
-from pylium.policy.rules import Direction
+from pylium.policy.rules import Direction, PolicyRef
 from pylium.policy.watcher import PolicyWatcher
 from pylium.store import Store
 
@@ -251,6 +254,8 @@ class PolicyEnforcement:
         self._maps: PolicyMaps | None = None
         self._raw: list[RawMap] = []
         self._synced: dict[int, EndpointPolicy] = {}
+        self._keys: dict[int, str] = {}
+        """Endpoint id -> `namespace/pod`, as of the last reconcile."""
         self._renumber = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -286,6 +291,7 @@ class PolicyEnforcement:
             self._renumber = False
             self.repo.refresh()
         local = self._local()
+        self._keys = {endpoint: key for key, endpoint in local.items()}
         known = self.repo.endpoints()
         for key, endpoint in local.items():
             if key not in known:
@@ -302,6 +308,30 @@ class PolicyEnforcement:
         for endpoint in self._maps.endpoints() - set(local.values()):
             self._maps.remove(endpoint)
             self._synced.pop(endpoint, None)
+
+    def flow_policies(self, event: Event) -> tuple[Policy, ...]:
+        """The policies behind an event's policy verdict, for Hubble's `*_allowed_by` /
+        `*_denied_by`: the rules of the matched entry (its cookie), or for a default-deny drop
+        the rules that isolate the endpoint in that direction."""
+        labels = self.cookies.names(event.policy_cookie)
+        key = self._keys.get(event.source)
+        if not labels and event.policy_verdict is not PolicyVerdict.ALLOWED and key:
+            direction = (
+                Direction.INGRESS if event.direction is EventDirection.INGRESS else Direction.EGRESS
+            )
+            with contextlib.suppress(KeyError):
+                labels = self.repo.policy(key).isolated_by.get(direction, ())
+        if not labels:
+            return ()
+        refs = {rule.label: ref for ref, rules in self.repo.rules().items() for rule in rules}
+        grouped: dict[PolicyRef, list[str]] = {}
+        for label in labels:
+            if label in refs:
+                grouped.setdefault(refs[label], []).append(label)
+        return tuple(
+            Policy(ref.name, ref.namespace, ref.kind, tuple(names))
+            for ref, names in sorted(grouped.items(), key=lambda item: str(item[0]))
+        )
 
     def _identities_changed(self) -> None:
         self._renumber = True

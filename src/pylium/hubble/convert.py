@@ -102,6 +102,20 @@ def flow_to_proto(flow: Flow) -> flow_pb2.Flow:
     if flow.interface is not None:
         msg.interface.index = flow.interface.index
         msg.interface.name = flow.interface.name
+    for policies, out_policies in (
+        (flow.egress_allowed_by, msg.egress_allowed_by),
+        (flow.ingress_allowed_by, msg.ingress_allowed_by),
+        (flow.egress_denied_by, msg.egress_denied_by),
+        (flow.ingress_denied_by, msg.ingress_denied_by),
+    ):
+        for policy in policies:
+            out_policies.add(
+                name=policy.name,
+                namespace=policy.namespace,
+                labels=policy.labels,
+                revision=policy.revision,
+                kind=policy.kind,
+            )
     return msg
 
 

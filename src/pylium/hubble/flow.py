@@ -244,6 +244,39 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """flow.Policy: a policy a verdict names (`*_allowed_by`, `*_denied_by`)."""
+
+    name: str
+    namespace: str = ""
+    kind: str = ""
+    labels: tuple[str, ...] = ()
+    """The deciding rules of the policy (`netpol:ns/name spec.ingress[0]`)."""
+    revision: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return _prune(
+            {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": list(self.labels),
+                "revision": str(self.revision) if self.revision else "",  # uint64: a string
+                "kind": self.kind,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Policy:
+        return cls(
+            str(data.get("name", "")),
+            str(data.get("namespace", "")),
+            str(data.get("kind", "")),
+            tuple(str(x) for x in data.get("labels", [])),
+            int(data.get("revision", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class Service:
     """flow.Service: the Kubernetes Service a flow side was translated from or to."""
 
@@ -399,6 +432,10 @@ class Flow:
     is_reply: bool | None = None
     """None when the datapath could not tell (a BoolValue in Hubble)."""
     interface: NetworkInterface | None = None
+    egress_allowed_by: tuple[Policy, ...] = ()
+    ingress_allowed_by: tuple[Policy, ...] = ()
+    egress_denied_by: tuple[Policy, ...] = ()
+    ingress_denied_by: tuple[Policy, ...] = ()
     Summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -424,6 +461,10 @@ class Flow:
                 "interface": None if self.interface is None else self.interface.to_json(),
                 "uuid": self.uuid,
                 "trace_reason": self.trace_reason,
+                "egress_allowed_by": [p.to_json() for p in self.egress_allowed_by],
+                "ingress_allowed_by": [p.to_json() for p in self.ingress_allowed_by],
+                "egress_denied_by": [p.to_json() for p in self.egress_denied_by],
+                "ingress_denied_by": [p.to_json() for p in self.ingress_denied_by],
                 "Summary": self.Summary,
             },
             keep=("is_reply",),
@@ -476,6 +517,10 @@ class Flow:
             )
             if "interface" in data
             else None,
+            egress_allowed_by=_policies(data, "egress_allowed_by"),
+            ingress_allowed_by=_policies(data, "ingress_allowed_by"),
+            egress_denied_by=_policies(data, "egress_denied_by"),
+            ingress_denied_by=_policies(data, "ingress_denied_by"),
             Summary=str(data.get("Summary", "")),
         )
 
@@ -658,6 +703,10 @@ def _l4_from_json(data: dict[str, Any] | None) -> Layer4 | None:
 
 def _opt_json(value: Service | None) -> dict[str, Any] | None:
     return None if value is None else value.to_json()
+
+
+def _policies(data: dict[str, Any], key: str) -> tuple[Policy, ...]:
+    return tuple(Policy.from_json(p) for p in data.get(key, []))
 
 
 def _prune(values: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:

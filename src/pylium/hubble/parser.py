@@ -28,6 +28,7 @@ from pylium.hubble.flow import (
     ICMPv4,
     Layer4,
     NetworkInterface,
+    Policy,
     TCPFlags,
     TraceObservationPoint,
     TraceReason,
@@ -80,12 +81,15 @@ class FlowParser:
         node_name: str,
         clock: Callable[[], int] = time.time_ns,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        policies: Callable[[Event], tuple[Policy, ...]] | None = None,
     ) -> None:
-        """`clock` gives wall-clock nanoseconds (the events carry no time of their own)."""
+        """`clock` gives wall-clock nanoseconds (the events carry no time of their own);
+        `policies` names the policies behind an event's policy verdict (its cookie)."""
         self._lookup = lookup
         self._node = node_name
         self._clock = clock
         self._uuid = new_uuid
+        self._policies = policies
 
     def parse(self, event: Event) -> Flow:
         """The flow an event describes."""
@@ -96,6 +100,8 @@ class FlowParser:
         code = event.drop_reason.value if event.drop_reason is not None else 0
         point = _POINTS.get(event.trace_point) if event.trace_point is not None else None
         subtype = code if dropped else (event.trace_point or 0)
+        named = self._named_policies(event)
+        none: tuple[Policy, ...] = ()
         return Flow(
             time_ns=self._clock(),
             uuid=self._uuid(),
@@ -120,7 +126,23 @@ class FlowParser:
             if event.ifindex
             else None,
             Summary=_summary(event, l4),
+            egress_allowed_by=named.get("egress_allowed_by", none),
+            ingress_allowed_by=named.get("ingress_allowed_by", none),
+            egress_denied_by=named.get("egress_denied_by", none),
+            ingress_denied_by=named.get("ingress_denied_by", none),
         )
+
+    def _named_policies(self, event: Event) -> dict[str, tuple[Policy, ...]]:
+        """`{ingress,egress}_{allowed,denied}_by` of an event with a policy verdict (an AUDIT
+        names the policy that would have denied)."""
+        if self._policies is None or event.policy_verdict is PolicyVerdict.NONE:
+            return {}
+        policies = self._policies(event)
+        if not policies:
+            return {}
+        side = "ingress" if event.direction is Direction.INGRESS else "egress"
+        verdict = "allowed" if event.policy_verdict is PolicyVerdict.ALLOWED else "denied"
+        return {f"{side}_{verdict}_by": policies}
 
     def _endpoint(self, ip: IPv4Address, identity: int) -> Endpoint:
         # The datapath's identity (own endpoint, ipcache or tunnel VNI) wins over the lookup's.

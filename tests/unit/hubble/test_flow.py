@@ -28,7 +28,7 @@ from tests.unit.hubble.flows import T0, UDP, WEB1, WEB2, WORLD, make_flow
 
 GOLDEN = Path(__file__).parent / "golden"
 # What Hubble has that pylium's flows do not carry yet (no MACs, workloads or policy names).
-UNMODELLED = {"ethernet", "egress_allowed_by", "workloads"}
+UNMODELLED = {"ethernet", "workloads"}
 
 
 def golden(name: str) -> dict:
