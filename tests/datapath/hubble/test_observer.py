@@ -157,7 +157,9 @@ async def test_that_drops_carry_ciliums_reason_and_who_was_involved(objs, observ
     assert spoofed.source.pod_name == "" and spoofed.destination.pod_name == "server-1"
     assert no_pod.drop_reason_desc == DropReason.NO_MATCHING_LOCAL_CONTAINER_FOUND
     assert no_pod.source.pod_name == "client-1"
-    assert no_pod.to_json()["l4"] == {"TCP": {"source_port": 40000, "destination_port": 80}}
+    assert no_pod.to_json()["l4"] == {
+        "TCP": {"source_port": 40000, "destination_port": 80, "flags": {"SYN": True}}
+    }
 
 
 async def test_that_a_burst_is_read_in_batches_into_a_bounded_ring(objs, observer):
@@ -261,7 +263,7 @@ async def test_that_pylium_observe_follows_new_flows_until_the_agent_stops(
 
     lines = await asyncio.wait_for(following, 10)
     assert [json.loads(line)["flow"]["l4"] for line in lines] == [
-        {"TCP": {"source_port": 40000, "destination_port": 443}}
+        {"TCP": {"source_port": 40000, "destination_port": 443, "flags": {"SYN": True}}}
     ]
 
 
