@@ -1,13 +1,15 @@
 """Network policy enforced in the datapath of a 2-node lab: a default-deny NetworkPolicy on a
 server pod with an allow from one client label lets that client's probes through from both
 nodes and drops the others' (flows DROPPED with Cilium's reason 133, the policy named),
-`pylium policy trace` agrees with the datapath, and deleting the policy reopens."""
+`pylium policy trace` agrees with the datapath, an agent killed and restarted leaves it enforced
+throughout, and deleting the policy reopens."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,6 +115,21 @@ def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab):
     ]
     allowed = [f.get("flow", f) for f in allowed]
     assert any(f.get("ingress_allowed_by") == [NAMED] for f in allowed), allowed
+
+    # Agent restart never opens a hole: the pinned maps enforce while it is down and after.
+    node1 = record.node_name(lab, 1)
+    found = record.load(lab)
+    assert found is not None
+    pid = found.node(node1).agentPid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert (probe(lab, "ok1", ip), probe(lab, "bad1", ip)) == (True, False)
+    pylium("--lab", lab, "lab", "restart", "agent", "--node", node1)
+    assert (probe(lab, "ok1", ip), probe(lab, "bad1", ip), probe(lab, "bad2", ip)) == (
+        True,
+        False,
+        False,
+    )
 
     pylium("--lab", lab, "delete", "networkpolicy", "server-allow-ok", "-n", "default")
     wait_for(lambda: probe(lab, "bad2", ip), timeout=10, interval=0.2)
