@@ -6,6 +6,11 @@ component that keeps them equal to the policy repository.
 `pylium.policy.mapstate`) with the endpoint id inserted after the prefix length, which grows
 by 32 bits. `pylium_policy_ep` holds per endpoint the enforced directions and the audit flag.
 
+With `allow_localhost` (Cilium's `allow-localhost=auto`), an ingress-enforced endpoint also gets
+an allow row for the `host` identity: the node itself (kubelet probes, kube-proxy-mode service
+traffic masqueraded to the node's address) always reaches its pods, unless a deny rule covers
+it (deny precedence still holds in the datapath's lookup).
+
 `PolicyMaps.sync` makes one endpoint's rows and flags equal to its computed policy without a
 moment of less enforcement than either the old or the new policy: new and changed rows first,
 then the flags, then stale rows. Bookkeeping follows each kernel call, so a failed call leaves
@@ -41,8 +46,16 @@ from pylium.datapath.maps import Map, RawMap
 from pylium.hubble.flow import Policy
 from pylium.identity import IdentityAllocator
 from pylium.identity.labels import Labels
-from pylium.identity.numeric import MAX_CLUSTER_IDENTITY
-from pylium.policy import EndpointPolicy, PolicyConfig, Repository
+from pylium.identity.numeric import IDENTITY_HOST, MAX_CLUSTER_IDENTITY
+from pylium.policy import (
+    EndpointPolicy,
+    PolicyConfig,
+    PolicyEntry,
+    PolicyKey,
+    Repository,
+    encode_entry,
+    encode_key,
+)
 from pylium.policy.rules import Direction, PolicyRef
 from pylium.policy.watcher import PolicyWatcher
 from pylium.store import Store
@@ -56,6 +69,9 @@ FLAG_AUDIT = 0x04
 _EP_BITS = 32
 _COUNTERS = 16
 """The trailing packets/bytes counters of a policy entry, written by the datapath."""
+ALLOW_LOCALHOST_LABEL = "(allow-localhost: the node reaches its pods)"
+_LOCALHOST_KEY = PolicyKey(Direction.INGRESS, IDENTITY_HOST, 0)
+_LOCALHOST_ENTRY = PolicyEntry(False, frozenset([ALLOW_LOCALHOST_LABEL]))
 
 
 class PolicyMapKey(ctypes.Structure):
@@ -128,6 +144,7 @@ class PolicyMaps:
         rules: the `pylium_policy` map.
         endpoints: the `pylium_policy_ep` map.
         cookie: numbers rule-label sets for the entries (a fresh `Cookies` by default).
+        allow_localhost: add the host identity's ingress allow row (see the module).
     """
 
     def __init__(
@@ -135,7 +152,9 @@ class PolicyMaps:
         rules: RawMap,
         endpoints: RawMap,
         cookie: Callable[[frozenset[str]], int] | None = None,
+        allow_localhost: bool = True,
     ) -> None:
+        self._allow_localhost = allow_localhost
         self._rules = Map(rules, PolicyMapKey, PolicyMapEntry)
         self._eps = Map(endpoints, EndpointId, EndpointFlags)
         self.cookie = cookie or Cookies()
@@ -159,9 +178,16 @@ class PolicyMaps:
 
     def sync(self, endpoint: int, policy: EndpointPolicy) -> int:
         """Make the endpoint's rows and flags those of `policy`; returns kernel writes."""
-        desired = {
-            endpoint_key(endpoint, k): v for k, v in policy.map_rows(cookie=self.cookie).items()
-        }
+        rows = policy.map_rows(cookie=self.cookie)
+        if (
+            self._allow_localhost
+            and Direction.INGRESS in policy.enforced
+            and _LOCALHOST_KEY not in policy.entries
+        ):
+            rows[encode_key(_LOCALHOST_KEY)] = encode_entry(
+                _LOCALHOST_KEY, _LOCALHOST_ENTRY, self.cookie(_LOCALHOST_ENTRY.rules)
+            )
+        desired = {endpoint_key(endpoint, k): v for k, v in rows.items()}
         have = self._rows.setdefault(endpoint, {})
         writes = 0
         for key, value in desired.items():

@@ -29,6 +29,7 @@ from tests.datapath.bpf.conftest import (
     B_IP,
     CONFIG,
     OUTSIDE_IP,
+    ROUTER_IP,
     A,
     B,
     Events,
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.root
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
-A_ID, B_ID, OUTSIDE_ID = 1001, 1002, 2
+A_ID, B_ID, OUTSIDE_ID, HOST_ID = 1001, 1002, 2, 1
 INGRESS, EGRESS = PolicyDirection.INGRESS, PolicyDirection.EGRESS
 ALLOW = PolicyEntry(False, frozenset(["netpol:default/allow spec.ingress[0]"]))
 DENY = PolicyEntry(True, frozenset(["cnp:default/deny spec.ingressDeny[0]"]))
@@ -54,7 +55,11 @@ def objs(pin_dir: Path) -> Iterator[LxcObjects]:
             copy.sec_identity = identity
             loaded.add_endpoint(copy)
         ipcache = ipcache_map(loaded.ipcache)
-        for prefix, identity in (("0.0.0.0/0", OUTSIDE_ID), (f"{A_IP}/32", A_ID)):
+        for prefix, identity in (
+            ("0.0.0.0/0", OUTSIDE_ID),
+            (f"{A_IP}/32", A_ID),
+            (f"{ROUTER_IP}/32", HOST_ID),
+        ):
             e = Entry(IPv4Network(prefix), identity, None, "n1", Source.POD, prefix)
             ipcache.update(IPCacheKey.of(e.prefix), IPCacheValue.of(e))
         e = Entry(IPv4Network(f"{B_IP}/32"), B_ID, None, "n1", Source.POD, "b")
@@ -217,7 +222,7 @@ def test_that_sync_prunes_stale_rows_and_a_restarted_writer_rewrites_nothing(obj
     narrow = {PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, 80, 16): ALLOW}
     maps.sync(101, policy({INGRESS}, narrow))
 
-    assert len(maps.rows(101)) == 1
+    assert len(maps.rows(101)) == 2  # port 80 and the host's allow-localhost row
     assert prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 1, 81, pk.TCP_SYN))).retval == (
         TC_ACT_SHOT
     )
@@ -231,3 +236,20 @@ def test_that_sync_prunes_stale_rows_and_a_restarted_writer_rewrites_nothing(obj
 
 def _reopen(raw: RawMap) -> RawMap:
     return RawMap(raw.fd, raw.name)
+
+
+def test_that_the_node_reaches_an_ingress_isolated_pod_unless_a_deny_covers_it(objs, maps):
+    maps.sync(101, policy({INGRESS}))
+
+    def from_host(port: int) -> int:
+        frame = to_a(pk.tcp(ROUTER_IP, A_IP, 40000 + port, port, pk.TCP_SYN))
+        return prog_run(objs.to_container, frame).retval
+
+    assert from_host(80) == TC_ACT_OK
+    maps.sync(101, policy({INGRESS}, {PolicyKey(INGRESS, 0, pk.PROTO_TCP, 22, 16): DENY}))
+    assert (from_host(81), from_host(22)) == (TC_ACT_OK, TC_ACT_SHOT)
+    # Without allow-localhost the host is a peer like any other.
+    PolicyMaps(_reopen(objs.policy), _reopen(objs.policy_ep), allow_localhost=False).sync(
+        101, policy({INGRESS})
+    )
+    assert from_host(82) == TC_ACT_SHOT
