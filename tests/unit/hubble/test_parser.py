@@ -189,3 +189,15 @@ def test_that_an_icmp_message_other_than_echo_keeps_its_type_unknown():
 def test_that_an_unknown_device_has_an_index_but_no_name():
     flow = parser().parse(event(ifindex=9))
     assert flow.interface == NetworkInterface(9, "")
+
+
+def test_flow_ids_are_distinct_version_4_uuids():
+    import uuid
+
+    from pylium.hubble.parser import random_uuid
+
+    ids = [random_uuid() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
