@@ -13,7 +13,7 @@ from typing import Any
 
 from pylium.ipam import NodeAllocator
 from pylium.ipam.sources import cilium_node_pod_cidrs
-from pylium.store import Conflict, NotFound, Object, Store
+from pylium.store import Conflict, NotFound, Object, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,12 @@ class IpamStatusPublisher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Publish now, then keep publishing changes in a task."""
-        await self._publish_if_changed()
+        """Publish now, then keep publishing changes in a task. A store error now (etcd
+        timing out under load) is not fatal to the agent: the task retries."""
+        try:
+            await self._publish_if_changed()
+        except StoreError as e:
+            log.warning("publishing IPAM status of %s failed (retrying): %s", self._node, e)
         self._task = asyncio.create_task(self._loop(), name="ipam-status")
 
     async def stop(self) -> None:
