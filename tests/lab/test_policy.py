@@ -73,17 +73,24 @@ def trace(lab: str, client: str) -> bool:
     return pylium(*args, "--to", "default/server", "--port", "80/TCP", check=False).returncode == 0
 
 
-def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab):
+@pytest.fixture(scope="module")
+def pods(lab: str) -> dict[str, str]:
+    """The server on node1 and the clients on both nodes, each answering the server: pod ->
+    IP."""
     apply(
         lab,
         pod("server", 1, {"app": "server"}, lab),
         *(pod(n, node, {"role": role}, lab) for n, (node, role) in CLIENTS.items()),
     )
-    ip = running_pod(lab, "server")["status"]["podIP"]
-    client_ips = {}
+    ips = {name: running_pod(lab, name)["status"]["podIP"] for name in ("server", *CLIENTS)}
     for client in CLIENTS:
-        client_ips[running_pod(lab, client)["status"]["podIP"]] = client
-        answering(lab, client, ip)  # open before any policy
+        answering(lab, client, ips["server"])  # open before any policy
+    return ips
+
+
+def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab, pods):
+    ip = pods["server"]
+    client_ips = {pods[client]: client for client in CLIENTS}
 
     apply(lab, POLICY)
     wait_for(lambda: not probe(lab, "bad1", ip), timeout=10, interval=0.2)
@@ -134,3 +141,37 @@ def test_that_a_default_deny_policy_lets_only_the_allowed_label_in(lab):
     pylium("--lab", lab, "delete", "networkpolicy", "server-allow-ok", "-n", "default")
     wait_for(lambda: probe(lab, "bad2", ip), timeout=10, interval=0.2)
     assert probe(lab, "bad1", ip)
+
+
+def test_that_an_egress_policy_limits_a_client_to_the_allowed_peer_across_nodes(lab, pods):
+    ip, other = pods["server"], pods["bad1"]
+    egress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "ok2-to-server", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"role": "ok"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}]}],
+        },
+    }
+    apply(lab, egress)
+    wait_for(lambda: not probe(lab, "ok2", other), timeout=10, interval=0.2)
+
+    # ok2 (node2) reaches the server on node1; its connection to bad1 (node1) is dropped at
+    # ok2's own from-container.
+    assert (probe(lab, "ok2", ip), probe(lab, "ok2", other)) == (True, False)
+    assert probe(lab, "bad2", other)  # not selected: unaffected
+    flows = [
+        json.loads(line)
+        for line in pylium(
+            "--lab", lab, "observe", "--verdict", "DROPPED", "--from-pod", "ok2", "-o", "json"
+        ).stdout.splitlines()
+    ]
+    flows = [f.get("flow", f) for f in flows]
+    assert flows and all(f["traffic_direction"] == "EGRESS" for f in flows), flows
+    assert all(f["drop_reason"] == 133 for f in flows)
+    assert {f["node_name"] for f in flows} == {record.node_name(lab, 2)}
+    assert all(f["egress_denied_by"][0]["name"] == "ok2-to-server" for f in flows)
+    pylium("--lab", lab, "delete", "networkpolicy", "ok2-to-server", "-n", "default")
+    wait_for(lambda: probe(lab, "ok2", other), timeout=10, interval=0.2)
