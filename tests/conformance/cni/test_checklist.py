@@ -147,7 +147,7 @@ conn.close()
 
 _CONNECT = """
 import socket, sys
-print(socket.create_connection((sys.argv[1], 7070), timeout=5).recv(64).decode())
+print(socket.create_connection((sys.argv[1], 7070), timeout=10).recv(64).decode())
 """
 
 
@@ -161,7 +161,7 @@ def _tcp_answer(server_netns: str, address: str, client_netns: str) -> str:
         try:
             assert server.stdout is not None and server.stdout.readline() == "listening\n"
             client = ["nsenter", f"--net={client_netns}", "--", sys.executable, "-c", _CONNECT]
-            out = subprocess.run([*client, address], capture_output=True, text=True, timeout=10)
+            out = subprocess.run([*client, address], capture_output=True, text=True, timeout=30)
             return out.stdout.strip()
         finally:
             server.kill()
