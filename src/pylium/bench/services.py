@@ -15,8 +15,8 @@ service k has ClusterIP 10.96.0.0+k+1 port 80 and backends 10.200.0.0+2k and +2k
 Measured per size and mode: the full sync (empty kernel state -> N services: encoding plus
 iptables-restore / nft -f / map writes), the connect() latency to the service programmed last
 (the last rule of KUBE-SERVICES) over fresh connections from a Python client (p50, p99), and
-the time to add one service and to remove it again (incremental syncs). The table's own
-bookkeeping (store objects -> states) is outside every timing.
+the time to add one service and to remove it again (incremental syncs; median of 3 cycles).
+The table's own bookkeeping (store objects -> states) is outside every timing.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ PREFIX = "tv"
 MODES = ("ebpf", "iptables", "nftables")
 DEFAULT_SIZES = (1, 1000, 10000, 30000)
 MAX_SIZE = 32000
+
 """Two backends per service must fit the 10.200.0.0/16 backend range."""
 NODE = "bench-node"
 CLUSTER_IP_BASE = IPv4Address("10.96.0.0")
@@ -60,6 +61,11 @@ BACKEND_RANGE = "10.200.0.0/16"
 SERVICE_PORT, BACKEND_PORT = 80, 8080
 CLIENT_IP, NODE_IP = "10.199.0.2", "10.199.0.1"
 CONNECTS, WARMUP = 1000, 100
+REPEATS = 3
+"""Add-then-remove cycles per size and mode (the median is reported)."""
+LOAD_TIMEOUT = 900.0
+"""Seconds one iptables-restore / nft -f may take (nft -f of 30 000 services: over a minute on
+a loaded 2-core machine)."""
 IPTABLES = "iptables-legacy"
 """iptables-nft's restore --noflush took over a minute at 10 000 services here; legacy loads
 30 000 in seconds (NOTES.md)."""
@@ -237,51 +243,55 @@ def bench_ebpf(size: int, topo: Topology, target: int, pin_dir: Path, cg: Path) 
         sock.apply(maps.sync(table.take_changes()))
         full = _ms(start)
         times = topo.connect_times(str(CLUSTER_IP_BASE + target + 1), cg)
-        service, slice_ = service_objects(size)
-        table.upsert_service(service)
-        table.upsert_slice(slice_)
-        start = time.perf_counter()
-        sock.apply(maps.sync(table.take_changes()))
-        add = _ms(start)
-        table.delete_service(service)
-        table.delete_slice(slice_)
-        start = time.perf_counter()
-        sock.apply(maps.sync(table.take_changes()))
-        remove = _ms(start)
+        adds, removes = [], []
+        for k in range(size, size + REPEATS):
+            service, slice_ = service_objects(k)
+            table.upsert_service(service)
+            table.upsert_slice(slice_)
+            start = time.perf_counter()
+            sock.apply(maps.sync(table.take_changes()))
+            adds.append(_ms(start))
+            table.delete_service(service)
+            table.delete_slice(slice_)
+            start = time.perf_counter()
+            sock.apply(maps.sync(table.take_changes()))
+            removes.append(_ms(start))
     finally:
         sock.detach()
         sock.close()
         shutil.rmtree(pin_dir, ignore_errors=True)
-    return _result("ebpf", size, full, times, add, remove)
+    return _result("ebpf", size, full, times, adds, removes)
 
 
 def bench_kube_proxy(mode: Mode, size: int, topo: Topology, target: int, cg: Path) -> Result:
     """kube-proxy's rules in the node namespace."""
     table = build_table(size)
-    applier = NetnsApplier(paths.NETNS_DIR / topo.node, IPTABLES)
+    applier = NetnsApplier(paths.NETNS_DIR / topo.node, IPTABLES, timeout=LOAD_TIMEOUT)
     proxier = Proxier(mode, ProxyParams(NODE), applier)
     states = table.states()
     start = time.perf_counter()
     proxier.sync_states(states, set())
     full = _ms(start)
     times = topo.connect_times(str(CLUSTER_IP_BASE + target + 1), cg)
-    service, slice_ = service_objects(size)
-    table.upsert_service(service)
-    table.upsert_slice(slice_)
-    name = ServiceName("bench", f"svc-{size}")
-    start = time.perf_counter()
-    proxier.sync_states(table.states(), {name})
-    add = _ms(start)
-    table.delete_service(service)
-    table.delete_slice(slice_)
-    start = time.perf_counter()
-    proxier.sync_states(table.states(), {name})
-    remove = _ms(start)
-    return _result(str(mode), size, full, times, add, remove)
+    adds, removes = [], []
+    for k in range(size, size + REPEATS):
+        service, slice_ = service_objects(k)
+        name = ServiceName("bench", f"svc-{k}")
+        table.upsert_service(service)
+        table.upsert_slice(slice_)
+        start = time.perf_counter()
+        proxier.sync_states(table.states(), {name})
+        adds.append(_ms(start))
+        table.delete_service(service)
+        table.delete_slice(slice_)
+        start = time.perf_counter()
+        proxier.sync_states(table.states(), {name})
+        removes.append(_ms(start))
+    return _result(str(mode), size, full, times, adds, removes)
 
 
 def _result(
-    mode: str, size: int, full: float, times: list[float], add: float, remove: float
+    mode: str, size: int, full: float, times: list[float], adds: list[float], removes: list[float]
 ) -> Result:
     return Result(
         mode=mode,
@@ -289,8 +299,8 @@ def _result(
         full_sync_ms=round(full, 3),
         connect_p50_ms=round(statistics.median(times), 4),
         connect_p99_ms=round(percentile(times, 0.99), 4),
-        add_ms=round(add, 3),
-        remove_ms=round(remove, 3),
+        add_ms=round(statistics.median(adds), 3),
+        remove_ms=round(statistics.median(removes), 3),
     )
 
 

@@ -22,16 +22,25 @@ class NetnsApplier:
     Args:
         netns_path: the namespace's file; None: the caller's own namespace.
         iptables_prefix: `iptables` or `iptables-legacy` style command prefix.
+        timeout: seconds one load may take.
     """
 
-    def __init__(self, netns_path: str | Path | None, iptables_prefix: str = "iptables") -> None:
+    def __init__(
+        self,
+        netns_path: str | Path | None,
+        iptables_prefix: str = "iptables",
+        timeout: float = 60.0,
+    ) -> None:
+        self._timeout = timeout
         self._enter = ["nsenter", f"--net={netns_path}", "--"] if netns_path is not None else []
         self._ipt = iptables_prefix
         self._jumps_ensured = False
 
     def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> str:
         cmd = [*self._enter, *args]
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, timeout=self._timeout
+        )
         if check and proc.returncode != 0:
             raise ApplyError(f"{' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout if proc.returncode == 0 else ""
