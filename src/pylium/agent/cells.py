@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.metrics.agent import AgentMetrics
 from pylium.metrics.server import MetricsParams, MetricsServer
+from pylium.policy import PolicyConfig
 from pylium.routing import (
     NodeRoutes,
     PyrouteRouteKernel,
@@ -101,6 +102,9 @@ class AgentParams:
     cgroup: Path | None = None
     """The cgroup v2 directory socket LB attaches to (the lab's node cgroup; required with
     `kube_proxy_replacement`)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Network policy enforcement mode and audit mode (`--policy-enforcement`,
+    `--policy-audit-mode`)."""
     on_step: Callable[[str], None] | None = None
     """Crash-test hook called at each named ADD step (see EndpointParams.on_step)."""
 
@@ -290,7 +294,7 @@ class Agent:
         if isinstance(self._datapath, BpfDatapath):
             # Network policy: the pinned maps keep enforcing until the repository is synced.
             self._policy = PolicyEnforcement(
-                EnforcementParams(p.bpf_dir),
+                EnforcementParams(p.bpf_dir, p.policy),
                 self.store,
                 self._allocator,
                 lambda: {

@@ -28,6 +28,7 @@ from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
 from pylium.ipam import IpamMode
 from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
+from pylium.policy import Enforcement, PolicyConfig
 from pylium.routing import RoutingMode
 
 log = logging.getLogger("pylium.agent")
@@ -118,6 +119,18 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         help="cgroup v2 directory socket LB attaches to: the lab's node cgroup (on a real"
         " node the cgroup v2 root); required with --kube-proxy-replacement true",
     )
+    parser.add_argument(
+        "--policy-enforcement",
+        choices=[m.value for m in Enforcement],
+        default=Enforcement.DEFAULT.value,
+        help="network policy: default (a direction is enforced once a policy selects the"
+        " endpoint for it), always (default deny without policy), never",
+    )
+    parser.add_argument(
+        "--policy-audit-mode",
+        action="store_true",
+        help="report policy drops as AUDIT verdicts and let the packets pass",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     kube_proxy_replacement = args.kube_proxy_replacement == "true"
@@ -150,6 +163,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         kube_proxy_replacement=kube_proxy_replacement,
         cgroup=args.cgroup,
         kube_proxy_mode=KubeProxyMode(args.kube_proxy_mode) if args.kube_proxy_mode else None,
+        policy=PolicyConfig(Enforcement(args.policy_enforcement), args.policy_audit_mode),
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
 
