@@ -60,9 +60,11 @@ class EtcdServer:
                     f"--listen-peer-urls={peer}",
                     f"--initial-advertise-peer-urls={peer}",
                     f"--initial-cluster=test={peer}",
-                    # A one-member cluster elects itself; short ticks make that take ~0.1 s.
-                    "--heartbeat-interval=10",
-                    "--election-timeout=50",
+                    # A one-member cluster elects itself; short ticks make that quick, and an
+                    # election timeout of 250 ms (not 50) keeps writes from timing out on a
+                    # loaded 2-core machine.
+                    "--heartbeat-interval=25",
+                    "--election-timeout=250",
                     "--logger=zap",
                     "--log-level=warn",
                 ],
