@@ -109,7 +109,8 @@ class FlowParser:
         l4 = _layer4(event, is_reply) if has_l3 else None
         code = event.drop_reason.value if event.drop_reason is not None else 0
         point = _POINTS.get(event.trace_point) if event.trace_point is not None else None
-        subtype = code if dropped else (event.trace_point or 0)
+        # sub_type is a plain integer in Hubble's proto (not an enum), so never the TracePoint.
+        subtype = code if dropped else int(event.trace_point or 0)
         named = self._named_policies(event)
         none: tuple[Policy, ...] = ()
         return Flow(

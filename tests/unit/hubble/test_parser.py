@@ -11,6 +11,7 @@ from pylium.hubble.flow import (
     UDP,
     CiliumEventType,
     Endpoint,
+    Flow,
     ICMPv4,
     NetworkInterface,
     TCPFlags,
@@ -201,3 +202,13 @@ def test_flow_ids_are_distinct_version_4_uuids():
     for text in ids[:200]:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_that_trace_points_other_than_to_lxc_give_an_integer_subtype_that_round_trips():
+    """Hubble's event_type.sub_type is a plain integer; a to-stack or to-overlay trace must
+    print it as one (not the enum name) so `pylium observe` can read the flow back."""
+    for point in (TracePoint.TO_STACK, TracePoint.TO_OVERLAY):
+        flow = parser().parse(event(trace_point=point))
+        printed = flow.to_json()["event_type"]
+        assert printed == {"type": 4, "sub_type": int(point)}
+        assert Flow.from_json(flow.to_json()).event_type == CiliumEventType(4, int(point))
