@@ -139,7 +139,7 @@ def run_demo(lab: str = "demo") -> int:
     console.print(f"   [dim]$ pylium --lab {lab} get pods -n {NAMESPACE}[/dim]")
     table = render_table([col.header for col in columns], rows)
     console.print(Padding(table, (0, 0, 0, 3)), highlight=False, markup=False)
-    console.print("[bold]3.[/bold] Pods talk through their veths and the node's routes")
+    console.print("[bold]3.[/bold] Pods talk through pylium's eBPF programs on their veths")
     failures = 0
     for src, dest, port, protocol in PROBES:
         answer = _probe(lab, src, dest, port, protocol)
