@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -276,3 +277,15 @@ def _collect(obj: int) -> Collection:
         name: RawMap(os.dup(lib.bpf_map__fd(m)), name) for m, name in _maps(obj) if "." not in name
     }
     return Collection(programs, maps)
+
+
+def load_pair(
+    first: ObjectSpec, second: ObjectSpec, pin_dir: os.PathLike[str] | str | None = None
+) -> tuple[Collection, Collection]:
+    """Load two objects whose programs share maps: the second re-uses the first's maps (and
+    both pin under `pin_dir`). If the second fails, the first is closed again."""
+    with ExitStack() as stack:
+        one = stack.enter_context(first.load(pin_dir=pin_dir))
+        two = stack.enter_context(second.load(pin_dir=pin_dir, reuse_maps=one.maps))
+        stack.pop_all()
+        return one, two

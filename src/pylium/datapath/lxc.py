@@ -11,14 +11,13 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from pylium.datapath.conntrack import Ct4Tuple, CtEntry
-from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program
+from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program, load_pair
 from pylium.datapath.maps import RawMap
 from pylium.datapath.metrics import MetricsKey, MetricsValue
 
@@ -128,20 +127,12 @@ class LxcObjects:
         obj_dir: Path = OBJ_DIR,
     ) -> LxcObjects:
         constants = config.constants()
-        with ExitStack() as stack:
-            from_coll = stack.enter_context(
-                ObjectSpec.from_file(obj_dir / "from_container.o")
-                .with_constants(**constants)
-                .load(pin_dir=pin_dir)
-            )
-            to_coll = stack.enter_context(
-                ObjectSpec.from_file(obj_dir / "to_container.o")
-                .with_constants(**constants)
-                .load(pin_dir=pin_dir, reuse_maps=from_coll.maps)
-            )
-            objs = cls(from_coll, to_coll)
-            stack.pop_all()
-            return objs
+        from_coll, to_coll = load_pair(
+            ObjectSpec.from_file(obj_dir / "from_container.o").with_constants(**constants),
+            ObjectSpec.from_file(obj_dir / "to_container.o").with_constants(**constants),
+            pin_dir,
+        )
+        return cls(from_coll, to_coll)
 
     def add_endpoint(self, info: EndpointInfo) -> None:
         """Make an endpoint known to the datapath (both maps)."""

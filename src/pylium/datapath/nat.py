@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import IntFlag
 from pathlib import Path
@@ -34,7 +34,7 @@ from pylium.datapath.bpffs import require_bpffs
 from pylium.datapath.conntrack import Ct4Tuple, TupleFlags, monotonic_seconds
 from pylium.datapath.errors import BpfError
 from pylium.datapath.links import Direction, ensure_pinned_tcx, remove_pinned
-from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program
+from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program, load_pair
 from pylium.datapath.maps import Map
 
 log = logging.getLogger(__name__)
@@ -115,20 +115,12 @@ class NetdevObjects:
         """Load both programs sharing their maps: pinned by name under `pin_dir` (shared with
         the endpoint programs there), else in memory."""
         constants = config.constants()
-        with ExitStack() as stack:
-            to_coll = stack.enter_context(
-                ObjectSpec.from_file(obj_dir / "to_netdev.o")
-                .with_constants(**constants)
-                .load(pin_dir=pin_dir)
-            )
-            from_coll = stack.enter_context(
-                ObjectSpec.from_file(obj_dir / "from_netdev.o")
-                .with_constants(**constants)
-                .load(pin_dir=pin_dir, reuse_maps=to_coll.maps)
-            )
-            objs = cls(to_coll, from_coll)
-            stack.pop_all()
-            return objs
+        to_coll, from_coll = load_pair(
+            ObjectSpec.from_file(obj_dir / "to_netdev.o").with_constants(**constants),
+            ObjectSpec.from_file(obj_dir / "from_netdev.o").with_constants(**constants),
+            pin_dir,
+        )
+        return cls(to_coll, from_coll)
 
     def close(self) -> None:
         for coll in self._colls:
