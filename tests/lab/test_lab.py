@@ -238,8 +238,17 @@ def test_a_dead_container_is_restarted(lab: str, servers: dict[str, str]) -> Non
     wait_for(lambda: [p for p in _pids_in(ns) if p != pid], timeout=10)
     probe = ["--lab", lab, "probe", "web-1", "web-2:80"]
     wait_for(lambda: pylium(*probe, check=False).stdout.strip() == "web-2", timeout=10)
-    (container,) = wait_for(lambda: _container_statuses(lab, "web-2", restarts=1), timeout=10)
+    # The kubelet may first write the restart (not ready yet), then the ready container: wait
+    # for the final state rather than asserting on whichever status is read first.
+    (container,) = wait_for(
+        lambda: _ready_and_running(_container_statuses(lab, "web-2", restarts=1)), timeout=10
+    )
     assert container["ready"] is True and container["state"] == {"running": {}}
+
+
+def _ready_and_running(found: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    ready = found and all(c["ready"] is True and c["state"] == {"running": {}} for c in found)
+    return found if ready else None
 
 
 def _container_statuses(lab: str, pod: str, restarts: int) -> list[dict[str, Any]] | None:
