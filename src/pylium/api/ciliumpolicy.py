@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from pylium.api.core import Resource
 from pylium.api.errors import FieldIssue
 from pylium.api.fields import CIDR, Model
+from pylium.api.meta import LabelSelectorRequirement
 
 Entity = Literal[  # Cilium's entities (pkg/policy/api/entity.go)
     "all",
@@ -54,26 +55,11 @@ ICMP_TYPES: dict[str, dict[str, int]] = {
 """ICMP type names Cilium accepts per family (numbers are accepted too)."""
 
 
-class SelectorRequirement(Model):
-    """One `matchExpressions` entry of an endpoint selector."""
+class SelectorRequirement(LabelSelectorRequirement):
+    """One `matchExpressions` entry of an endpoint selector: as Kubernetes', but the key may
+    carry a Cilium label source (`k8s:app`, `any:app`), which a Kubernetes label key may not."""
 
     key: str = Field(min_length=1)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _values_fit_operator(self) -> SelectorRequirement:
-        if self.operator in ("In", "NotIn") and not self.values:
-            raise FieldIssue(
-                "Required value: must be specified when `operator` is 'In' or 'NotIn'",
-                ("values",),
-            )
-        if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise FieldIssue(
-                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                ("values",),
-            )
-        return self
 
 
 class EndpointSelector(Model):

@@ -424,16 +424,8 @@ class PyrouteNetns:
 
     async def add_route(self, route: Route) -> None:
         index = await self._require(route.dev)
-        spec: dict[str, Any] = {
-            "dst": route.dst,
-            "oif": index,
-            "scope": _RT_SCOPE[route.scope],
-            "table": route.table,
-        }
-        if route.gateway is not None:
-            spec["gateway"] = route.gateway
         try:
-            await self._ipr.route("add", **spec)
+            await self._ipr.route("add", **_route_spec(route, index))
         except RtnlError as err:
             if err.code != errno.EEXIST:
                 raise
@@ -442,16 +434,8 @@ class PyrouteNetns:
         index = await self._index(route.dev)
         if index is None:
             return False
-        spec: dict[str, Any] = {
-            "dst": route.dst,
-            "oif": index,
-            "scope": _RT_SCOPE[route.scope],
-            "table": route.table,
-        }
-        if route.gateway is not None:
-            spec["gateway"] = route.gateway
         try:
-            await self._ipr.route("del", **spec)
+            await self._ipr.route("del", **_route_spec(route, index))
         except RtnlError as err:
             if _missing(err, errno.ESRCH, errno.ENOENT, errno.ENODEV):
                 return False
@@ -559,3 +543,16 @@ class PyrouteNetlink:
 
     def _sysctl(self, key: str, value: str) -> None:
         (self._sysctl_root / key).write_text(value)
+
+
+def _route_spec(route: Route, index: int) -> dict[str, Any]:
+    """pyroute2's arguments for one route on the device with this index."""
+    spec: dict[str, Any] = {
+        "dst": route.dst,
+        "oif": index,
+        "scope": _RT_SCOPE[route.scope],
+        "table": route.table,
+    }
+    if route.gateway is not None:
+        spec["gateway"] = route.gateway
+    return spec
