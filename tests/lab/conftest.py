@@ -111,10 +111,11 @@ def running_pod(lab: str, name: str, namespace: str = "default") -> dict[str, An
 
 
 def answering(lab: str, src: str, dest: str, port: int = 80, protocol: str = "tcp") -> str:
-    """Probe from pod `src` until `dest` answers (a Running pod's server may not listen yet);
-    returns the answer."""
+    """Probe from pod `src` until `dest` answers (a Running pod's server may not listen yet,
+    and a new node's routes may still be converging); returns the answer. Under a fully loaded
+    suite an etcd lab once needed more than 10 s, hence 30."""
     args = ["--lab", lab, "probe", src, f"{dest}:{port}", "--protocol", protocol]
-    return wait_for(lambda: pylium(*args, check=False).stdout.strip(), timeout=10, interval=0.1)
+    return wait_for(lambda: pylium(*args, check=False).stdout.strip(), timeout=30, interval=0.1)
 
 
 def server_pod(name: str, namespace: str = "default") -> dict[str, Any]:
