@@ -9,6 +9,23 @@ import click
 
 from pylium.bench import cni
 
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def _require_root(command: str, why: str) -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException(f"pylium bench {command} needs root ({why})")
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _print(output: str, as_json: object, as_text: str) -> None:
+    click.echo(json.dumps(as_json, indent=2) if output == "json" else as_text)
+
 
 @click.group("bench")
 def bench_group() -> None:
@@ -23,18 +40,12 @@ def bench_group() -> None:
     show_default=True,
     help="Pods to ADD then DEL per plugin.",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@output_option
 def cni_cmd(count: int, output: str) -> None:
     """ADD/DEL latency and pods/s: pylium-cni against Debian's bridge + host-local."""
-    if os.geteuid() != 0:
-        raise click.ClickException("pylium bench cni needs root (it creates network namespaces)")
-    summaries = cni.run_bench(count, lambda line: click.echo(line, err=True))
-    if output == "json":
-        click.echo(json.dumps(cni.to_json(count, summaries), indent=2))
-    else:
-        click.echo(cni.render_text(count, summaries))
+    _require_root("cni", "it creates network namespaces")
+    summaries = cni.run_bench(count, _progress)
+    _print(output, cni.to_json(count, summaries), cni.render_text(count, summaries))
 
 
 @bench_group.command("datapath")
@@ -45,9 +56,7 @@ def cni_cmd(count: int, output: str) -> None:
     type=click.IntRange(1, 600),
     help="Seconds per test and topology (that many interleaved 1 s rounds).",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@output_option
 @click.option(
     "--cross-node",
     is_flag=True,
@@ -57,20 +66,13 @@ def datapath_cmd(duration: int, output: str, cross_node: bool) -> None:
     """Pod to pod: pylium's programs against a bare veth and plain kernel routing."""
     from pylium.bench import datapath, datapath_xnode
 
-    if os.geteuid() != 0:
-        raise click.ClickException("pylium bench datapath needs root (it creates namespaces)")
+    _require_root("datapath", "it creates namespaces")
     if cross_node:
-        xnode = datapath_xnode.run_bench(duration, lambda line: click.echo(line, err=True))
-        if output == "json":
-            click.echo(json.dumps(datapath_xnode.to_json(xnode), indent=2))
-        else:
-            click.echo(datapath_xnode.render_text(xnode))
+        xnode = datapath_xnode.run_bench(duration, _progress)
+        _print(output, datapath_xnode.to_json(xnode), datapath_xnode.render_text(xnode))
         return
-    report = datapath.run_bench(duration, lambda line: click.echo(line, err=True))
-    if output == "json":
-        click.echo(json.dumps(datapath.to_json(report), indent=2))
-    else:
-        click.echo(datapath.render_text(report))
+    report = datapath.run_bench(duration, _progress)
+    _print(output, datapath.to_json(report), datapath.render_text(report))
 
 
 @bench_group.command("services")
@@ -80,26 +82,20 @@ def datapath_cmd(duration: int, output: str, cross_node: bool) -> None:
     show_default=True,
     help="Comma-separated numbers of services (2 backends each) to program.",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@output_option
 def services_cmd(sizes: str, output: str) -> None:
     """Services: eBPF socket LB against kube-proxy's iptables and nftables modes."""
     from pylium.bench import services
 
-    if os.geteuid() != 0:
-        raise click.ClickException("pylium bench services needs root (it creates namespaces)")
+    _require_root("services", "it creates namespaces")
     try:
         counts = [int(n) for n in sizes.split(",") if n.strip()]
     except ValueError:
         raise click.ClickException(f"--sizes {sizes!r}: expected numbers like 1,1000") from None
     if not counts or not all(1 <= n <= services.MAX_SIZE for n in counts):
         raise click.ClickException(f"--sizes: each from 1 to {services.MAX_SIZE}")
-    results = services.run_bench(counts, lambda line: click.echo(line, err=True))
-    if output == "json":
-        click.echo(json.dumps(services.to_json(results), indent=2))
-    else:
-        click.echo(services.render_text(results))
+    results = services.run_bench(counts, _progress)
+    _print(output, services.to_json(results), services.render_text(results))
 
 
 @bench_group.command("flows")
@@ -110,18 +106,12 @@ def services_cmd(sizes: str, output: str) -> None:
     type=click.FloatRange(0.1, 60),
     help="Seconds per producer run.",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@output_option
 def flows_cmd(seconds: float, output: str) -> None:
     """Flow events/s the observer decodes, enriches and serves without loss, and the
     per-packet datapath cost of an event per packet."""
     from pylium.bench import flows
 
-    if os.geteuid() != 0:
-        raise click.ClickException("pylium bench flows needs root (it loads BPF programs)")
-    report = flows.run_bench(seconds, progress=lambda line: click.echo(line, err=True))
-    if output == "json":
-        click.echo(json.dumps(flows.to_json(report), indent=2))
-    else:
-        click.echo(flows.render_text(report))
+    _require_root("flows", "it loads BPF programs")
+    report = flows.run_bench(seconds, progress=_progress)
+    _print(output, flows.to_json(report), flows.render_text(report))
