@@ -98,7 +98,9 @@ async def test_nftables_deletes_flushed_chains_in_a_follow_up_sync(store: Sqlite
     await kp.start()
     try:
         await add_service(store, "web", "10.96.0.1", "10.244.1.5")
-        await eventually(now(lambda: kp.proxier.services != set()))
+        # Wait for the backend's rules, not just the service: the EndpointSlice lands after
+        # the Service, and a service without endpoints has no chains to flush.
+        await eventually(now(lambda: any("10.244.1.5" in load for load in applier.loads)))
         await store.delete("Service", "test", "web")
         await eventually(now(lambda: any("delete chain" in load for load in applier.loads)))
         assert not kp.proxier.pending_deletes and kp.proxier.services == set()
