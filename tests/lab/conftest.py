@@ -100,12 +100,14 @@ def store_get(lab: str, kind: str, name: str, namespace: str = "") -> dict[str, 
 
 
 def running_pod(lab: str, name: str, namespace: str = "default") -> dict[str, Any]:
-    """Wait until the pod runs with an IP; returns it."""
+    """Wait until the pod runs, Ready, with an IP; returns it. (Running alone is not enough:
+    the kubelet may write the phase before its containers count as ready.)"""
 
     def check() -> dict[str, Any] | None:
         pod = store_get(lab, "Pod", name, namespace)
         status = (pod or {}).get("status") or {}
-        return pod if status.get("phase") == "Running" and status.get("podIP") else None
+        ready = {"type": "Ready", "status": "True"} in (status.get("conditions") or [])
+        return pod if status.get("phase") == "Running" and status.get("podIP") and ready else None
 
     return wait_for(check, timeout=30, interval=0.1)
 
