@@ -1,8 +1,13 @@
 """The built-in pod server, like agnhost serve-hostname: it answers on every declared
 containerPort, TCP and UDP, with the pod's name and a newline.
 
-TCP: each connection gets the answer, then the server closes its side. UDP: each datagram gets the
-answer back to its sender. asyncio serves many clients at once.
+TCP: each connection gets the answer at once; the server closes its side when the client closes
+or sends its first line. UDP: each datagram gets the answer back to its sender. asyncio serves
+many clients at once.
+
+The request line `whoami` (`pylium probe --show-peer`) also asks for the address the server saw
+the client at, to tell a preserved client IP from a SNATed one: over TCP a second line
+`peer=IP` follows the name, over UDP the answer is `NAME peer=IP`.
 
 Run as `python -m pylium.lab.podserver --name POD --tcp 80 --udp 53 ...`.
 """
@@ -17,6 +22,12 @@ from typing import cast
 
 _LINGER = 10.0
 """Seconds a TCP connection may stay open after the answer, waiting for the client to close."""
+WHOAMI = b"whoami"
+"""The request line asking for the client's address as the server saw it."""
+
+
+def _peer(addr: tuple[str | int, ...] | None) -> str:
+    return f"peer={addr[0] if addr else '?'}"
 
 
 class _UdpAnswer(asyncio.DatagramProtocol):
@@ -28,7 +39,11 @@ class _UdpAnswer(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if data.strip() == WHOAMI:
+            self.transport.sendto(self.answer.rstrip() + f" {_peer(addr)}\n".encode(), addr)
+        else:
             self.transport.sendto(self.answer, addr)
 
 
@@ -37,13 +52,17 @@ async def serve(name: str, tcp: list[int], udp: list[int], host: str = "0.0.0.0"
     answer = f"{name}\n".encode()
 
     async def on_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Answer, half-close, then drain until the client closes: closing with unread client
-        # bytes would send a RST that can discard the answer before the client reads it.
+        # Answer, wait for the client's first line (or its close), half-close, then drain
+        # until the client closes: closing with unread client bytes would send a RST that can
+        # discard the answer before the client reads it.
         with contextlib.suppress(ConnectionError, TimeoutError):
             writer.write(answer)
-            writer.write_eof()
             await writer.drain()
             async with asyncio.timeout(_LINGER):
+                if (await reader.readline()).strip() == WHOAMI:
+                    writer.write(f"{_peer(writer.get_extra_info('peername'))}\n".encode())
+                writer.write_eof()
+                await writer.drain()
                 while await reader.read(4096):
                     pass
         writer.close()

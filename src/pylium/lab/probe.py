@@ -1,7 +1,9 @@
 """One probe from the calling thread's network namespace: connect (TCP) or send (UDP), read
 the answer. `pylium probe` enters the pod's namespace first; `pylium connectivity test` runs
-`python -m pylium.lab.probe DEST PORT [--protocol udp]` inside the pod (it prints the JSON
-result)."""
+`python -m pylium.lab.probe DEST PORT [--protocol udp] [--show-peer]` inside the pod (it prints
+the JSON result). `--show-peer` sends the pod server's `whoami` request: the answer becomes
+`NAME peer=IP`, IP being the client address the server saw (the client's own, or a SNAT
+address)."""
 
 from __future__ import annotations
 
@@ -40,12 +42,23 @@ class ProbeResult:
         return asdict(self)
 
 
-def probe(dest: str, port: int, protocol: Protocol = "tcp", timeout: float = 2.0) -> ProbeResult:
-    """Probe `dest:port`; never raises for network failures, it reports them."""
+def probe(
+    dest: str,
+    port: int,
+    protocol: Protocol = "tcp",
+    timeout: float = 2.0,
+    show_peer: bool = False,
+) -> ProbeResult:
+    """Probe `dest:port`; never raises for network failures, it reports them. `show_peer`
+    asks the pod server for the client address it saw (answer `NAME peer=IP`)."""
     start = time.monotonic()
     try:
-        data = _tcp(dest, port, timeout) if protocol == "tcp" else _udp(dest, port, timeout)
-        answer = data.decode(errors="replace").strip()
+        if protocol == "tcp":
+            data = _tcp(dest, port, timeout, show_peer)
+        else:
+            data = _udp(dest, port, timeout, b"whoami\n" if show_peer else b"probe\n")
+        # The TCP whoami answer comes as two lines: join them as UDP's one.
+        answer = " ".join(data.decode(errors="replace").split())
         reason = None if answer else "no answer"
     except TimeoutError:
         answer, reason = None, "timeout" if protocol == "tcp" else "no answer"
@@ -62,22 +75,25 @@ def probe(dest: str, port: int, protocol: Protocol = "tcp", timeout: float = 2.0
     )
 
 
-def _tcp(dest: str, port: int, timeout: float) -> bytes:
+def _tcp(dest: str, port: int, timeout: float, show_peer: bool) -> bytes:
     with socket.create_connection((dest, port), timeout=timeout) as sock:
+        if show_peer:
+            # The server answers whoami with a second line, then closes: read to the end.
+            sock.sendall(b"whoami\n")
         chunks = []
         while chunk := sock.recv(4096):
             chunks.append(chunk)
-            if b"\n" in chunk:
+            if b"\n" in chunk and not show_peer:
                 break
         return b"".join(chunks)
 
 
-def _udp(dest: str, port: int, timeout: float) -> bytes:
+def _udp(dest: str, port: int, timeout: float, request: bytes) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         # connect() so an ICMP port-unreachable comes back as ECONNREFUSED.
         sock.connect((dest, port))
-        sock.send(b"probe\n")
+        sock.send(request)
         return sock.recv(65535)
 
 
@@ -88,8 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--protocol", choices=["tcp", "udp"], default="tcp")
     parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--show-peer", action="store_true", help="ask for the client IP seen")
     args = parser.parse_args(argv)
-    result = probe(args.destination, args.port, args.protocol, args.timeout)
+    result = probe(args.destination, args.port, args.protocol, args.timeout, args.show_peer)
     print(json.dumps(result.to_json()))
     raise SystemExit(0 if result.ok else 1)
 

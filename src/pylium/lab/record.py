@@ -106,6 +106,12 @@ LB_POOL = "198.51.100.0/24"
 """LoadBalancer IPs (the operator's `--lb-pool`): TEST-NET-2, lab-only like the world's
 TEST-NET-3 but outside WORLD_CIDR, which the world namespace holds on-link (an LB IP inside it
 could never be routed to a node)."""
+EXTERNAL_IPS = "192.0.2.0/24"
+"""Where tests and the connectivity test take Services' `externalIPs` from: TEST-NET-1, lab-only
+like LB_POOL. The world routes both ranges to node 1 (underlay.create_underlay)."""
+ANNOUNCING_NODE = 1
+"""The node the world sends LB_POOL and EXTERNAL_IPS traffic to, as if it alone answered for
+them (Cilium's L2 announcements elect one node per address; the lab keeps it fixed)."""
 
 
 def store_url(lab: str, store: str = "sqlite") -> str:

@@ -7,6 +7,7 @@ namespace standing in for the outside (DESIGN §5).
     pyl-<lab>-node2  eth0 192.168.64.3 ──┤ br0 in pyl-<lab>-underlay
     pyl-<lab>-world  eth0 192.168.64.1 ──┘
                      outside 203.0.113.1/24 (the "internet")
+                     routes LB_POOL and EXTERNAL_IPS via node 1 (it "announces" them)
 
 Nodes reach each other's addresses directly on the bridge; their default route points at the
 world namespace. Routes to other nodes' pod CIDRs are the node-routes component's job (native
@@ -22,6 +23,9 @@ import subprocess
 
 from pylium.lab import netns
 from pylium.lab.record import (
+    ANNOUNCING_NODE,
+    EXTERNAL_IPS,
+    LB_POOL,
     UNDERLAY_CIDR,
     UPLINK,
     WORLD_CIDR,
@@ -29,6 +33,7 @@ from pylium.lab.record import (
     WORLD_UNDERLAY_IP,
     LabRecord,
     NodeRecord,
+    node_underlay_ip,
     underlay_netns,
     world_netns,
 )
@@ -61,6 +66,10 @@ def create_underlay(lab: LabRecord) -> None:
     _ip("-n", world, "link", "add", OUTSIDE_DEV, "type", "bridge")
     _ip("-n", world, "addr", "add", f"{WORLD_IP}/{world_prefix}", "dev", OUTSIDE_DEV)
     _ip("-n", world, "link", "set", OUTSIDE_DEV, "up")
+    # The gateway is on-link (the underlay /24) before node 1 exists.
+    gateway = node_underlay_ip(ANNOUNCING_NODE)
+    for cidr in (LB_POOL, EXTERNAL_IPS):
+        _ip("-n", world, "route", "add", cidr, "via", gateway, "dev", UPLINK)
 
 
 def plug_node(lab: LabRecord, node: NodeRecord, index: int) -> None:
