@@ -21,7 +21,9 @@ def connectivity_group() -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
 def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
-    """Pod to pod (same node, other node), pod to world, pod to host."""
+    """Pod to pod (same node, other node), to services (ClusterIP, NodePort, session affinity,
+    none without backends), from the world to NodePorts, LoadBalancer and external IPs, pod to
+    world, pod to host."""
     from pylium.lab.connectivity.deploy import NAMESPACE, DeployError
     from pylium.lab.connectivity.runner import ScenarioResult, run, select
 
@@ -39,8 +41,8 @@ def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
             click.echo("     skipped: the lab lacks what it needs (a second node)")
         for a in result.actions:
             where = f"{a.target} {a.destination}:{a.port}/{a.protocol}"
-            outcome = f"answered {a.answer}" if a.ok else a.reason
-            click.echo(f"   {'✅' if a.ok else '❌'} client → {where}: {outcome}")
+            outcome = a.reason if not a.ok else f"answered {a.answer}" if a.answer else "refused"
+            click.echo(f"   {'✅' if a.ok else '❌'} {a.source} → {where}: {outcome}")
         if result.requires:
             click.echo(f"     requires: {result.requires}")
 

@@ -1,23 +1,25 @@
 """The connectivity test's scenarios and verdicts, against a made-up deployment and prober:
-selection by regex, skips on one node, wrong answers fail, `requires` shown only on failure."""
+selection by regex, skips on one node, wrong answers fail, `requires` shown only on failure
+(and only in the labs it names), affinity needs one answer, a refusal is not a timeout."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pylium.lab.connectivity.deploy import Deployment
+from pylium.lab.connectivity.deploy import AFFINITY, NO_BACKENDS, Deployment
 from pylium.lab.connectivity.runner import ScenarioResult, run_scenarios, select
+from pylium.lab.connectivity.scenarios import Action
 from pylium.lab.record import LabRecord
 
 
-def _pod(ip: str) -> dict[str, Any]:
-    return {"status": {"podIP": ip}}
+def _pod(ip: str, node: int) -> dict[str, Any]:
+    return {"spec": {"nodeName": f"t1-node{node}"}, "status": {"podIP": ip}}
 
 
 def _deployment(nodes: int) -> Deployment:
-    pods = {"client": _pod("10.244.0.2"), "echo-same-node": _pod("10.244.0.3")}
+    pods = {"client": _pod("10.244.0.2", 1), "echo-same-node": _pod("10.244.0.3", 1)}
     if nodes > 1:
-        pods["echo-other-node"] = _pod("10.244.1.2")
+        pods["echo-other-node"] = _pod("10.244.1.2", 2)
     return Deployment(
         lab=LabRecord.new("t1", nodes),
         pods=pods,
@@ -27,8 +29,8 @@ def _deployment(nodes: int) -> Deployment:
 
 
 def _answers(table: dict[tuple[str, int, str], str]) -> Any:
-    def probe(_d: Deployment, dest: str, port: int, protocol: str) -> dict[str, Any]:
-        answer = table.get((dest, port, protocol))
+    def probe(_d: Deployment, a: Action) -> dict[str, Any]:
+        answer = table.get((a.dest, a.port, a.protocol))
         return {"ok": answer is not None, "answer": answer, "reason": None if answer else "timeout"}
 
     return probe
@@ -39,6 +41,12 @@ def test_select_filters_by_regex() -> None:
         "pod-to-pod-same-node",
         "pod-to-pod-other-node",
         "pod-to-service",
+        "pod-to-nodeport",
+        "world-to-nodeport",
+        "world-to-loadbalancer",
+        "world-to-externalip",
+        "session-affinity",
+        "service-without-backends",
         "pod-to-world",
         "pod-to-host",
     ]
@@ -71,6 +79,13 @@ def test_verdicts_on_a_two_node_deployment() -> None:
         "pod-to-pod-same-node": "passed",
         "pod-to-pod-other-node": "failed",
         "pod-to-service": "passed",
+        # No LoadBalancer service in this made-up deployment: nothing to probe.
+        "pod-to-nodeport": "skipped",
+        "world-to-nodeport": "skipped",
+        "world-to-loadbalancer": "skipped",
+        "world-to-externalip": "skipped",
+        "session-affinity": "skipped",
+        "service-without-backends": "skipped",
         "pod-to-world": "failed",
         "pod-to-host": "passed",
     }
@@ -95,3 +110,69 @@ def test_one_node_skips_the_other_node_scenario() -> None:
         ("pod-to-pod-other-node", "skipped"),
     ]
     assert results[1].actions == []
+
+
+def _service_deployment(kube_proxy_replacement: bool) -> Deployment:
+    d = _deployment(2)
+    d.lab.kubeProxyReplacement = kube_proxy_replacement
+    d.service_ips |= {AFFINITY: "10.96.0.8", NO_BACKENDS: "10.96.0.9"}
+    d.node_ports = {"echo-same-node": (30001, 30000)}
+    d.lb_ips = {"echo-same-node": "198.51.100.1"}
+    return d
+
+
+def test_affinity_needs_one_backend_and_no_backends_needs_a_refusal() -> None:
+    turns = iter(["echo-same-node", "echo-same-node", "echo-other-node"] * 10)
+
+    def probe(_d: Deployment, a: Action) -> dict[str, Any]:
+        if a.dest == "10.96.0.8":
+            return {"ok": True, "answer": next(turns), "reason": None}
+        if (a.dest, a.protocol) == ("10.96.0.9", "tcp"):
+            return {"ok": False, "answer": None, "reason": "refused"}
+        return {"ok": False, "answer": None, "reason": "timeout"}
+
+    d = _service_deployment(kube_proxy_replacement=False)
+    results = run_scenarios(d, select("affinity|without"), probe, lambda _r: None)
+    affinity, none = results
+    assert affinity.status == "failed"
+    assert [a.ok for a in affinity.actions[:3]] == [True, True, False]
+    assert affinity.actions[2].reason == (
+        "answered 'echo-other-node' after 'echo-same-node': no affinity"
+    )
+    assert none.status == "failed"
+    assert [(a.protocol, a.ok, a.reason) for a in none.actions] == [
+        ("tcp", True, None),
+        ("udp", False, "timeout"),
+    ]
+
+
+def test_world_scenarios_name_the_missing_ebpf_path_only_in_ebpf_mode() -> None:
+    def nothing(_d: Deployment, _a: Action) -> dict[str, Any]:
+        return {"ok": False, "answer": None, "reason": "timeout"}
+
+    for ebpf in (True, False):
+        d = _service_deployment(kube_proxy_replacement=ebpf)
+        world, lb = run_scenarios(d, select("world-to-(nodeport|load)"), nothing, print)
+        assert {a.source for a in world.actions + lb.actions} == {"world"}
+        # Every node x (TCP, UDP) NodePort of the one echo service; its LB IP on the echo ports.
+        assert [(a.destination, a.port) for a in world.actions] == [
+            ("192.168.64.2", 30001), ("192.168.64.2", 30000),
+            ("192.168.64.3", 30001), ("192.168.64.3", 30000),
+        ]  # fmt: skip
+        assert [(a.destination, a.port) for a in lb.actions] == [
+            ("198.51.100.1", 8080),
+            ("198.51.100.1", 8053),
+        ]
+        assert (world.status, bool(world.requires)) == ("failed", ebpf)
+
+
+def test_pod_to_nodeport_probes_the_clients_node_and_one_other() -> None:
+    d = _service_deployment(kube_proxy_replacement=True)
+    d.host_ips["t1-node3"] = "192.168.64.4"
+    (result,) = run_scenarios(d, select("pod-to-nodeport"), _answers({}), lambda _r: None)
+    assert [(a.source, a.destination, a.port) for a in result.actions] == [
+        ("client", "192.168.64.2", 30001), ("client", "192.168.64.2", 30000),
+        ("client", "192.168.64.3", 30001), ("client", "192.168.64.3", 30000),
+    ]  # fmt: skip
+    # Pods reach NodePorts through socket LB in eBPF mode: no missing feature to blame.
+    assert (result.status, result.requires) == ("failed", None)

@@ -2,15 +2,23 @@
 
 Pods go into the `pylium-test` namespace, pinned by `spec.nodeName` (as Cilium's test pins its
 client and echo deployments with affinities): `client` and `echo-same-node` on the first node,
-`echo-other-node` on the second (when there is one), each echo pod behind a ClusterIP Service
-of its name (as Cilium's echo services). They stay after the test, as Cilium's do, so a re-run
-finds them running. Each node also gets a listener in its own namespace on
-HOST_PORT for pod-to-host; those run only while the test does.
+`echo-other-node` on the second (when there is one). Services (as Cilium's echo services):
+
+- each echo pod behind a LoadBalancer Service of its name (so also a ClusterIP and a NodePort),
+  with one address of the lab's externalIPs range: node 1 "announces" the LB pool and that
+  range to the world, so the world reaches a local backend (echo-same-node) and a remote one
+  (echo-other-node) through it;
+- `echo-affinity`: ClusterIP, `sessionAffinity: ClientIP`, both echo pods behind it;
+- `echo-no-backends`: ClusterIP whose selector matches no pod (must refuse, not time out).
+
+They stay after the test, as Cilium's do, so a re-run finds them running. Each node also gets a
+listener in its own namespace on HOST_PORT for pod-to-host; those run only while the test does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import subprocess
@@ -18,12 +26,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pylium import paths
 from pylium.lab import cgroup, netns, process
-from pylium.lab.record import WORLD_IP, LabRecord
-from pylium.loadbalancer.serviceipam import admit
+from pylium.lab.record import EXTERNAL_IPS, WORLD_IP, LabRecord, world_netns
+from pylium.loadbalancer.serviceipam import admit, forget
 from pylium.routing.desired import internal_ip
 from pylium.store import NotFound, Object, Store, open_store
 
@@ -33,6 +41,13 @@ HOST_PORT = 4240
 """The node listener's TCP port (Cilium's health port)."""
 RUNNING_TIMEOUT = 60.0
 LISTENER_TIMEOUT = 10.0
+LB_IP_TIMEOUT = 30.0
+"""Seconds the operator may take to give the LoadBalancer Services their addresses."""
+ECHO_LABEL = {"kind": "echo"}
+"""Every echo pod carries it (Cilium's label): the affinity Service selects them all."""
+AFFINITY, NO_BACKENDS = "echo-affinity", "echo-no-backends"
+ProbeSource = Literal["client", "world"]
+"""Where a probe starts: the client pod, or the lab's world namespace (outside the cluster)."""
 
 
 class DeployError(Exception):
@@ -41,9 +56,11 @@ class DeployError(Exception):
 
 def _pod(name: str, node: str, command: list[str] | None = None) -> Object:
     container: dict[str, object] = {"name": name, "image": "pylium/podserver"}
+    labels = {"name": name}
     if command:
         container["command"] = command
     else:
+        labels |= ECHO_LABEL
         container["ports"] = [
             {"containerPort": ECHO_TCP, "protocol": "TCP"},
             {"containerPort": ECHO_UDP, "protocol": "UDP"},
@@ -51,31 +68,47 @@ def _pod(name: str, node: str, command: list[str] | None = None) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"name": name}},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
         "spec": {"nodeName": node, "containers": [container]},
     }
 
 
-def _service(name: str) -> Object:
-    """A ClusterIP Service in front of the echo pod `name`, on the pod's own ports."""
+def _service(name: str, selector: dict[str, str], **spec: object) -> Object:
+    """A Service on the echo pods' own ports."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "selector": {"name": name},
+            "selector": selector,
             "ports": [
                 {"name": "tcp", "port": ECHO_TCP, "targetPort": ECHO_TCP, "protocol": "TCP"},
                 {"name": "udp", "port": ECHO_UDP, "targetPort": ECHO_UDP, "protocol": "UDP"},
             ],
+            **spec,
         },
     }
 
 
 def services(lab: LabRecord) -> list[Object]:
-    """One Service per echo pod."""
+    """A LoadBalancer Service with an external IP per echo pod, the affinity and the
+    no-backends Services."""
     pods = [o["metadata"]["name"] for o in manifests(lab) if o["kind"] == "Pod"]
-    return [_service(name) for name in pods if name != "client"]
+    external = ipaddress.ip_network(EXTERNAL_IPS)
+    echo = [
+        _service(
+            name,
+            {"name": name},
+            type="LoadBalancer",
+            externalIPs=[str(external[10 + i])],
+        )
+        for i, name in enumerate(n for n in pods if n != "client")
+    ]
+    return [
+        *echo,
+        _service(AFFINITY, ECHO_LABEL, sessionAffinity="ClientIP"),
+        _service(NO_BACKENDS, {"name": "nothing"}),
+    ]
 
 
 def manifests(lab: LabRecord) -> list[Object]:
@@ -103,7 +136,13 @@ class Deployment:
     world_ip: str = WORLD_IP
     listener_pids: list[int] = field(default_factory=list)
     service_ips: dict[str, str] = field(default_factory=dict)
-    """Service name -> ClusterIP (the echo pods' services)."""
+    """Service name -> ClusterIP (every service of the deployment)."""
+    node_ports: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Echo service name -> its (TCP, UDP) nodePorts."""
+    external_ips: dict[str, list[str]] = field(default_factory=dict)
+    """Echo service name -> its externalIPs."""
+    lb_ips: dict[str, str] = field(default_factory=dict)
+    """Echo service name -> its LoadBalancer IP."""
 
     def pod_ip(self, name: str) -> str | None:
         """A deployed pod's IP (None: not deployed here, e.g. one node only)."""
@@ -121,18 +160,44 @@ class Deployment:
         self.listener_pids.clear()
 
 
-async def _ensure_services(store: Store, objs: list[Object]) -> dict[str, str]:
-    """Create the services that are missing (with a ClusterIP, as the API server would);
-    returns name -> ClusterIP."""
-    ips = {}
+def _differs(have: Object, want: Object) -> bool:
+    """An existing service made from other manifests (an older pylium's deployment)."""
+    return any(have["spec"].get(k) != v for k, v in want["spec"].items() if k != "ports")
+
+
+async def _ensure_services(store: Store, objs: list[Object]) -> dict[str, Object]:
+    """Create the services that are missing or differ (with a ClusterIP and NodePorts, as the
+    API server would); returns name -> the service once LoadBalancers have their IP."""
+    made = {}
     for obj in objs:
         name = obj["metadata"]["name"]
         try:
-            svc = await store.get("Service", NAMESPACE, name)
+            svc: Object | None = await store.get("Service", NAMESPACE, name)
         except NotFound:
-            svc = await store.create(await admit(store, obj))
-        ips[name] = str(svc["spec"]["clusterIP"])
-    return ips
+            svc = None
+        if svc is not None and _differs(svc, obj):
+            await store.delete("Service", NAMESPACE, name)
+            await forget(store, "Service", NAMESPACE, name)
+            svc = None
+        made[name] = svc or await store.create(await admit(store, obj))
+    deadline = time.monotonic() + LB_IP_TIMEOUT
+    for name, svc in made.items():
+        while svc["spec"].get("type") == "LoadBalancer" and not _lb_ip(svc):
+            if time.monotonic() > deadline:
+                raise DeployError(f"service {name}: no LoadBalancer IP after {LB_IP_TIMEOUT:.0f}s")
+            await asyncio.sleep(0.1)
+            svc = made[name] = await store.get("Service", NAMESPACE, name)
+    return made
+
+
+def _lb_ip(svc: Object) -> str | None:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return str(ingress[0]["ip"]) if ingress and ingress[0].get("ip") else None
+
+
+def _node_ports(svc: Object) -> tuple[int, int]:
+    by_protocol = {p["protocol"]: int(p["nodePort"]) for p in svc["spec"]["ports"]}
+    return by_protocol["TCP"], by_protocol["UDP"]
 
 
 async def _apply_and_wait(store: Store, objs: list[Object]) -> dict[str, Object]:
@@ -192,11 +257,11 @@ def _start_listener(lab: LabRecord, node_name: str, ip: str) -> int:
 def deploy(lab: LabRecord) -> Deployment:
     """Deploy (or find) the test pods, start the node listeners; `stop()` the result after."""
 
-    async def setup() -> tuple[dict[str, Object], dict[str, str], dict[str, str]]:
+    async def setup() -> tuple[dict[str, Object], dict[str, str], dict[str, Object]]:
         store = open_store(lab.store)
         try:
             pods = await _apply_and_wait(store, manifests(lab))
-            service_ips = await _ensure_services(store, services(lab))
+            svcs = await _ensure_services(store, services(lab))
             nodes, _ = await store.list("Node")
             cns, _ = await store.list("CiliumNode")
         finally:
@@ -209,13 +274,23 @@ def deploy(lab: LabRecord) -> Deployment:
             ip = internal_ip(by_name.get(name), n)
             if ip and name in ours:
                 ips[name] = ip
-        return pods, ips, service_ips
+        return pods, ips, svcs
 
-    pods, ips, service_ips = asyncio.run(setup())
+    pods, ips, svcs = asyncio.run(setup())
     for name, pod in pods.items():
         if name != "client":
             _wait_listening(pod)
-    deployment = Deployment(lab=lab, pods=pods, service_ips=service_ips)
+    deployment = Deployment(
+        lab=lab,
+        pods=pods,
+        service_ips={n: str(s["spec"]["clusterIP"]) for n, s in svcs.items()},
+    )
+    for name, svc in svcs.items():
+        lb_ip = _lb_ip(svc)
+        if lb_ip is not None:
+            deployment.node_ports[name] = _node_ports(svc)
+            deployment.lb_ips[name] = lb_ip
+            deployment.external_ips[name] = list(svc["spec"].get("externalIPs") or [])
     try:
         for node_name, ip in sorted(ips.items()):
             deployment.listener_pids.append(_start_listener(lab, node_name, ip))
@@ -226,19 +301,31 @@ def deploy(lab: LabRecord) -> Deployment:
     return deployment
 
 
-def probe_in_pod(
-    deployment: Deployment, dest: str, port: int, protocol: str, timeout: float = 2.0
+def probe_from(
+    deployment: Deployment,
+    source: ProbeSource,
+    dest: str,
+    port: int,
+    protocol: str,
+    timeout: float = 2.0,
 ) -> dict[str, Any]:
     """Probe from inside the client pod (its namespace and node cgroup, as `pylium exec`
-    would); returns the probe's JSON result."""
-    client = deployment.pods["client"]
-    cg = Path(deployment.lab.node(client["spec"]["nodeName"]).cgroup)
+    would) or from the world namespace; returns the probe's JSON result."""
+    if source == "world":
+        ns, cg = world_netns(deployment.lab.name), None
+    else:
+        client = deployment.pods["client"]
+        ns, cg = (
+            deployment.client_netns(),
+            Path(deployment.lab.node(client["spec"]["nodeName"]).cgroup),
+        )
 
     def join_cgroup() -> None:
-        cgroup.add_pid(cg, os.getpid())
+        if cg is not None:
+            cgroup.add_pid(cg, os.getpid())
 
     argv = netns.nsenter_argv(
-        deployment.client_netns(),
+        ns,
         [sys.executable, "-m", "pylium.lab.probe", dest, str(port), "--protocol", protocol,
          "--timeout", str(timeout)],
     )  # fmt: skip

@@ -1,21 +1,30 @@
-"""Running the connectivity test: select scenarios, deploy, probe, collect results."""
+"""Running the connectivity test: select scenarios, deploy, probe, collect results.
+
+Scenarios run side by side (PARALLEL at a time; each probe is a short process of its own),
+their probes one after another; results are reported in scenario order.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pylium.lab.connectivity.deploy import Deployment, deploy, probe_in_pod
-from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Scenario
+from pylium.lab.connectivity.deploy import Deployment, deploy, probe_from
+from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Refused, Scenario
 from pylium.lab.record import LabRecord
+
+PARALLEL = 4
+"""Scenarios probing at once: enough to hide the probes' start-up, few for a 2-core machine."""
 
 
 @dataclass(frozen=True)
 class ActionResult:
     """One probe's outcome: ok when it answered with what was expected."""
 
+    source: str
     target: str
     destination: str
     port: int
@@ -49,26 +58,55 @@ def select(pattern: str | None) -> list[Scenario]:
     return [s for s in SCENARIOS if regex.search(s.name)]
 
 
-Prober = Callable[[Deployment, str, int, str], dict[str, Any]]
-"""Probes from the client pod: (deployment, dest, port, protocol) -> the probe's JSON result."""
+Prober = Callable[[Deployment, Action], dict[str, Any]]
+"""Runs one action's probe from its source: (deployment, action) -> the probe's JSON result."""
+
+
+def probe_action(deployment: Deployment, action: Action) -> dict[str, Any]:
+    """The real prober: a probe process in the client pod or the world namespace."""
+    return probe_from(deployment, action.source, action.dest, action.port, action.protocol)
+
+
+def _verdict(action: Action, raw: dict[str, Any]) -> tuple[bool, str | None]:
+    """(ok, why not) for a probe's JSON result."""
+    answer, reason, expect = raw.get("answer"), raw.get("reason"), action.expect
+    if isinstance(expect, Refused):
+        if reason == "refused":
+            return True, None
+        return False, f"answered {answer!r}, expected a refusal" if raw.get("ok") else reason
+    if not raw.get("ok"):
+        return False, str(reason)
+    if answer == expect or (isinstance(expect, frozenset) and answer in expect):
+        return True, None
+    want = " or ".join(map(repr, sorted(expect))) if isinstance(expect, frozenset) else repr(expect)
+    return False, f"answered {answer!r}, expected {want}"
 
 
 def _run_action(deployment: Deployment, action: Action, probe: Prober) -> ActionResult:
-    raw = probe(deployment, action.dest, action.port, action.protocol)
+    raw = probe(deployment, action)
     answer = raw.get("answer")
-    reason = raw.get("reason")
-    ok = bool(raw.get("ok")) and answer == action.expect
-    if raw.get("ok") and not ok:
-        reason = f"answered {answer!r}, expected {action.expect!r}"
+    ok, reason = _verdict(action, raw)
     return ActionResult(
+        source=action.source,
         target=action.target,
         destination=action.dest,
         port=action.port,
         protocol=action.protocol,
         ok=ok,
         answer=answer if isinstance(answer, str) else None,
-        reason=None if ok else str(reason),
+        reason=reason,
     )
+
+
+def _one_answer(actions: list[ActionResult]) -> list[ActionResult]:
+    """Fail the probes answered by another backend than the first answered one."""
+    first = next((a.answer for a in actions if a.ok), None)
+    return [
+        replace(a, ok=False, reason=f"answered {a.answer!r} after {first!r}: no affinity")
+        if a.ok and a.answer != first
+        else a
+        for a in actions
+    ]
 
 
 def run_scenarios(
@@ -77,19 +115,28 @@ def run_scenarios(
     probe: Prober,
     on_result: Callable[[ScenarioResult], None],
 ) -> list[ScenarioResult]:
-    """Run each scenario's probes against a deployment, reporting each result as it completes.
-    A scenario with no action here is skipped; `requires` is reported only on failure."""
-    results = []
-    for scenario in scenarios:
+    """Run each scenario's probes against a deployment, reporting each result in scenario
+    order. A scenario with no action here is skipped; `requires` is reported only on failure,
+    in the labs the scenario names."""
+
+    def run_one(scenario: Scenario) -> ScenarioResult:
         actions = scenario.actions(deployment)
         result = ScenarioResult(scenario.name, scenario.description, "skipped")
         if actions:
             result.actions = [_run_action(deployment, a, probe) for a in actions]
+            if scenario.one_answer:
+                result.actions = _one_answer(result.actions)
             ok = all(a.ok for a in result.actions)
             result.status = "passed" if ok else "failed"
-            result.requires = None if ok else scenario.requires
-        on_result(result)
-        results.append(result)
+            if not ok and scenario.requires_in(deployment.lab):
+                result.requires = scenario.requires
+        return result
+
+    results = []
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for result in pool.map(run_one, scenarios):
+            on_result(result)
+            results.append(result)
     return results
 
 
@@ -98,9 +145,9 @@ def run(
     scenarios: list[Scenario],
     on_result: Callable[[ScenarioResult], None] = lambda _r: None,
 ) -> list[ScenarioResult]:
-    """Deploy into the lab, run the scenarios from inside the client pod, stop the listeners."""
+    """Deploy into the lab, run the scenarios' probes, stop the listeners."""
     deployment = deploy(lab)
     try:
-        return run_scenarios(deployment, scenarios, probe_in_pod, on_result)
+        return run_scenarios(deployment, scenarios, probe_action, on_result)
     finally:
         deployment.stop()

@@ -1,8 +1,10 @@
-"""The connectivity test's scenarios: each a name and the probes it makes from the client pod.
+"""The connectivity test's scenarios: each a name and the probes it makes, from the client pod
+or from the lab's world namespace.
 
 A scenario lists its actions given a `Deployment`; it is skipped when the lab lacks what it
 needs (a second node). `requires` names a feature a scenario depends on that is known to be
-missing, so its failure says why instead of looking like a regression.
+missing (in the labs `requires_in` picks), so its failure says why instead of looking like a
+regression.
 """
 
 from __future__ import annotations
@@ -10,19 +12,43 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pylium.lab.connectivity.deploy import ECHO_TCP, ECHO_UDP, HOST_PORT, Deployment
+from pylium.lab.connectivity.deploy import (
+    AFFINITY,
+    ECHO_TCP,
+    ECHO_UDP,
+    HOST_PORT,
+    NO_BACKENDS,
+    Deployment,
+    ProbeSource,
+)
+from pylium.lab.record import LabRecord
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The probe must be refused at once (TCP reset, ICMP port unreachable), not time out."""
+
+
+REFUSED = Refused()
+Expect = str | frozenset[str] | Refused
+"""The answer, one of several answers (any backend of a service), or a refusal."""
 
 
 @dataclass(frozen=True)
 class Action:
-    """One probe: from the client pod to `dest:port/protocol`, answered by `expect`."""
+    """One probe: from `source` to `dest:port/protocol`, answered as `expect` says."""
 
     target: str
     """What is probed, for people (a pod name, `world`, `<node> host`)."""
     dest: str
     port: int
     protocol: str
-    expect: str
+    expect: Expect
+    source: ProbeSource = "client"
+
+
+def _every_lab(_lab: LabRecord) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -35,6 +61,10 @@ class Scenario:
     """The probes; [] means the lab cannot run this scenario (it is skipped)."""
     requires: str | None = None
     """A missing feature this scenario needs, shown when it fails."""
+    requires_in: Callable[[LabRecord], bool] = _every_lab
+    """The labs `requires` applies to (e.g. only eBPF mode); elsewhere a failure is plain."""
+    one_answer: bool = False
+    """Every probe must get the same answer (session affinity); they run one at a time."""
 
 
 def _echo(name: str) -> Callable[[Deployment], list[Action]]:
@@ -53,8 +83,9 @@ def _echo(name: str) -> Callable[[Deployment], list[Action]]:
 def _services(d: Deployment) -> list[Action]:
     """Each echo pod through its ClusterIP: the pod answers, whichever node it is on."""
     return [
-        Action(f"service {name}", ip, port, protocol, name)
-        for name, ip in sorted(d.service_ips.items())
+        Action(f"service {name}", d.service_ips[name], port, protocol, name)
+        for name in sorted(d.pods)
+        if name in d.service_ips
         for port, protocol in ((ECHO_TCP, "tcp"), (ECHO_UDP, "udp"))
     ]
 
@@ -74,6 +105,82 @@ def _hosts(d: Deployment) -> list[Action]:
     ]
 
 
+def _echo_services(d: Deployment) -> list[str]:
+    """The echo pods' LoadBalancer Services (one per echo pod)."""
+    return sorted(d.node_ports)
+
+
+def _node_ports(
+    source: ProbeSource, local_and_one_remote: bool
+) -> Callable[[Deployment], list[Action]]:
+    """Each echo service's NodePort on node addresses: every node, or the client's node and
+    one other (as Cilium's pod-to-local/remote-nodeport)."""
+
+    def actions(d: Deployment) -> list[Action]:
+        nodes = sorted(d.host_ips)
+        if not d.node_ports:
+            return []
+        if local_and_one_remote:
+            local = d.pods["client"]["spec"]["nodeName"]
+            nodes = [local, *[n for n in nodes if n != local][:1]]
+        return [
+            Action(f"{name} via {node}", d.host_ips[node], port, protocol, name, source)
+            for node in nodes
+            for name in _echo_services(d)
+            for port, protocol in zip(d.node_ports[name], ("tcp", "udp"), strict=True)
+        ]
+
+    return actions
+
+
+def _from_world(
+    addresses: Callable[[Deployment, str], list[str]],
+) -> Callable[[Deployment], list[Action]]:
+    """Each echo service on its `addresses` (LB IP, external IPs), from the world."""
+
+    def actions(d: Deployment) -> list[Action]:
+        return [
+            Action(name, ip, port, protocol, name, "world")
+            for name in _echo_services(d)
+            for ip in addresses(d, name)
+            for port, protocol in ((ECHO_TCP, "tcp"), (ECHO_UDP, "udp"))
+        ]
+
+    return actions
+
+
+AFFINITY_PROBES = 8
+
+
+def _affinity(d: Deployment) -> list[Action]:
+    """Repeated connects to the ClientIP-affinity service: any echo pod, always the same one."""
+    echoes = frozenset(n for n in d.pods if n != "client")
+    ip = d.service_ips.get(AFFINITY)
+    if ip is None:
+        return []
+    return [Action(AFFINITY, ip, ECHO_TCP, "tcp", echoes) for _ in range(AFFINITY_PROBES)]
+
+
+def _no_backends(d: Deployment) -> list[Action]:
+    ip = d.service_ips.get(NO_BACKENDS)
+    if ip is None:
+        return []
+    return [
+        Action(NO_BACKENDS, ip, port, protocol, REFUSED)
+        for port, protocol in ((ECHO_TCP, "tcp"), (ECHO_UDP, "udp"))
+    ]
+
+
+def _ebpf_mode(lab: LabRecord) -> bool:
+    return lab.kubeProxyReplacement
+
+
+NODEPORT_BPF = (
+    "the per-packet eBPF service path on the node's uplink (NodePort, LoadBalancer and "
+    "external IPs for clients outside the cluster; socket LB serves pods only)"
+)
+
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         "pod-to-pod-same-node",
@@ -89,6 +196,44 @@ SCENARIOS: list[Scenario] = [
         "pod-to-service",
         "client to each echo pod's ClusterIP Service (TCP and UDP; socket LB)",
         _services,
+    ),
+    Scenario(
+        "pod-to-nodeport",
+        "client to each echo service's NodePort on its own node and on another node",
+        _node_ports("client", local_and_one_remote=True),
+    ),
+    Scenario(
+        "world-to-nodeport",
+        "the world to each echo service's NodePort on every node",
+        _node_ports("world", local_and_one_remote=False),
+        requires=NODEPORT_BPF,
+        requires_in=_ebpf_mode,
+    ),
+    Scenario(
+        "world-to-loadbalancer",
+        "the world to each echo service's LoadBalancer IP (routed to node 1)",
+        _from_world(lambda d, name: [d.lb_ips[name]]),
+        requires=NODEPORT_BPF,
+        requires_in=_ebpf_mode,
+    ),
+    Scenario(
+        "world-to-externalip",
+        "the world to each echo service's external IP (routed to node 1)",
+        _from_world(lambda d, name: d.external_ips[name]),
+        requires=NODEPORT_BPF,
+        requires_in=_ebpf_mode,
+    ),
+    Scenario(
+        "session-affinity",
+        f"client to a ClientIP-affinity service of all echo pods, {AFFINITY_PROBES} times: "
+        "one pod answers all",
+        _affinity,
+        one_answer=True,
+    ),
+    Scenario(
+        "service-without-backends",
+        "client to a service without endpoints: refused at once (TCP and UDP), no timeout",
+        _no_backends,
     ),
     Scenario(
         "pod-to-world",
