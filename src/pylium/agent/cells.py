@@ -261,10 +261,15 @@ class Agent:
             self.backend.lb_dump = self._service_lb.dump
         elif p.kube_proxy_mode is not None:
             # kube-proxy mode: the kernel's DNAT in this (the node's) namespace, all flows
-            # masqueraded (see KubeProxyParams.masquerade_all).
+            # masqueraded (see KubeProxyParams.masquerade_all), to the router IP (snat_ip).
             cidr = p.native_routing_cidr or (str(ipam.cidr) if ipam.cidr else None)
             self._kube_proxy = KubeProxy(
-                KubeProxyParams(p.node, p.kube_proxy_mode, IPv4Network(cidr) if cidr else None),
+                KubeProxyParams(
+                    p.node,
+                    p.kube_proxy_mode,
+                    IPv4Network(cidr) if cidr else None,
+                    snat_ip=ipam.router_ip,
+                ),
                 self.store,
             )
             await self._kube_proxy.start()

@@ -4,6 +4,7 @@ A case is a txtar archive: a script, then `-- name --` files. Script commands, o
 
     node NAME                 this node (default lab-node1); only while nothing is loaded
     node-addresses IP...      its addresses (NodePort frontends, nodeport-ips), likewise
+    snat-to IP                the proxiers SNAT to IP instead of masquerading, likewise
     algorithm random|maglev   default backend selection
     maglev-table-size M       Maglev table size (cases use 251)
     apply FILE...             add or update the objects (Service, EndpointSlice) in the files
@@ -96,6 +97,7 @@ class Run:
     reverse: bool
     node: str = "lab-node1"
     addresses: tuple[IPv4Address, ...] = ()
+    snat_ip: IPv4Address | None = None
     algorithm: Algorithm = Algorithm.RANDOM
     table_size: int = 16381
     table: ServiceTable = field(default_factory=ServiceTable)
@@ -122,7 +124,9 @@ class Run:
         return self.maps
 
     def proxy_params(self) -> ProxyParams:
-        return ProxyParams(self.node, self.addresses, CLUSTER_CIDR, SERVICE_CIDR)
+        return ProxyParams(
+            self.node, self.addresses, CLUSTER_CIDR, SERVICE_CIDR, snat_ip=self.snat_ip
+        )
 
     def ports(self) -> list[Any]:
         return [sp for s in self.table.states().values() for sp in s.ports]
@@ -156,13 +160,15 @@ def replay(path: Path, reverse: bool) -> list[str]:
             continue
         cmd, args = words[0], words[1:]
         where = f"{path.name}:{lineno} ({'reverse' if reverse else 'forward'})"
-        if cmd in ("node", "node-addresses"):
+        if cmd in ("node", "node-addresses", "snat-to"):
             if run.maps is not None and not run.maps.empty():
                 raise ValueError(f"{where}: {cmd} while services are loaded")
             run.maps = None  # the next sync starts a fresh node
             run.proxiers = []
             if cmd == "node":
                 run.node = args[0]
+            elif cmd == "snat-to":
+                run.snat_ip = IPv4Address(args[0])
             else:
                 run.addresses = tuple(IPv4Address(a) for a in args)
         elif cmd == "algorithm":
@@ -193,7 +199,7 @@ def replay(path: Path, reverse: bool) -> list[str]:
                         f"--- actual\n{actual}"
                     )
         elif cmd == "empty":
-            skeleton = Run(reverse, addresses=run.addresses)
+            skeleton = Run(reverse, addresses=run.addresses, snat_ip=run.snat_ip)
             if run.table.states() or not run.lb().empty():
                 run.mismatches.append(f"{where}: state left: {run.lb().dump()}")
             if run.iptables() != skeleton.iptables() or run.nftables() != skeleton.nftables():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from pylium.loadbalancer.kubeproxy.applier import NetnsApplier
 from pylium.loadbalancer.kubeproxy.params import ProxyParams
@@ -39,6 +39,8 @@ class KubeProxyParams:
         masquerade_all: kube-proxy's `--masquerade-all`. The agent sets it: its datapath
             hands replies between two pods of the node straight from veth to veth, past the
             node's conntrack, so a DNATed flow must be masqueraded to come back through it.
+        snat_ip: the address masqueraded service traffic gets (`ProxyParams.snat_ip`); the
+            agent gives its router IP.
         resync_interval: seconds between full syncs.
         retry_max: longest wait, in seconds, before retrying a failed sync.
     """
@@ -47,6 +49,7 @@ class KubeProxyParams:
     mode: Mode
     cluster_cidr: IPv4Network | None = None
     masquerade_all: bool = True
+    snat_ip: IPv4Address | None = None
     resync_interval: float = 3600.0
     retry_max: float = 5.0
 
@@ -68,6 +71,7 @@ class KubeProxy(ServiceWatch):
             node_addresses=tuple(self.node_addresses()),
             cluster_cidr=self.params.cluster_cidr,
             masquerade_all=self.params.masquerade_all,
+            snat_ip=self.params.snat_ip,
         )
 
     async def run_pass(self, full: bool) -> float | None:

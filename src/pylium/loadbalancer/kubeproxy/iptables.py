@@ -6,7 +6,7 @@ traffic; its last rule sends node-local destinations to `KUBE-NODEPORTS`. A poli
 an endpoint with `statistic --mode random --probability 1/(n-i)` splits (session affinity first
 tries `recent --rcheck` per endpoint) and jumps to `KUBE-SEP-`, which marks hairpin traffic for
 masquerade and DNATs. `KUBE-MARK-MASQ` sets mark 0x4000; `KUBE-POSTROUTING` masquerades what
-carries it. filter table: services without endpoints are rejected (or dropped: Local policy,
+carries it (or SNATs it to `ProxyParams.snat_ip`). filter table: services without endpoints are rejected (or dropped: Local policy,
 endpoints elsewhere) in `KUBE-SERVICES` and `KUBE-EXTERNAL-SERVICES`.
 
 A partial sync rewrites the dispatch chains whole (declaring a chain in restore input flushes it)
@@ -66,6 +66,12 @@ def jump_rules() -> list[JumpRule]:
 
 def _q(text: str) -> str:
     return f'"{text}"' if " " in text else text
+
+
+def _snat(params: ProxyParams) -> tuple[str, ...]:
+    if params.snat_ip is None:
+        return ("-j", "MASQUERADE")
+    return ("-j", "SNAT", "--to-source", str(params.snat_ip))
 
 
 def _rule(chain: str, *args: str) -> str:
@@ -253,8 +259,7 @@ def restore_input(
               "-j", "RETURN"),
         _rule(KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", MASQ_MARK),
         _rule(KUBE_POSTROUTING, "-m", "comment", "--comment",
-              _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE",
-              "--random-fully"),
+              _q("kubernetes service traffic requiring SNAT"), *_snat(params), "--random-fully"),
         _rule(KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", MASQ_MARK),
     ]  # fmt: skip
     for _, r in rules:

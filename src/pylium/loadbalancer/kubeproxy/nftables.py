@@ -63,6 +63,10 @@ _ADDR_PROTO_PORT = "ipv4_addr . inet_proto . inet_service : verdict"
 _PROTO_PORT = "inet_proto . inet_service : verdict"
 
 
+def _snat(params: ProxyParams) -> str:
+    return "masquerade" if params.snat_ip is None else f"snat to {params.snat_ip}"
+
+
 def skeleton(params: ProxyParams) -> list[str]:
     """The table's fixed part: base chains, helper chains, maps and sets."""
     out = [f'add table {T} {{ comment "rules for kube-proxy" ; }}']
@@ -102,7 +106,7 @@ def skeleton(params: ProxyParams) -> list[str]:
         f"{rule} {MARK_MASQ} mark set mark or 0x4000",
         f"{rule} {MASQUERADING} mark and 0x4000 == 0 return",
         f"{rule} {MASQUERADING} mark set mark xor 0x4000",
-        f"{rule} {MASQUERADING} masquerade fully-random",
+        f"{rule} {MASQUERADING} {_snat(params)} fully-random",
         f"{rule} {REJECT_CHAIN} reject",
         f"{rule} {SERVICES} ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
         f"{rule} {SERVICES} ip daddr @{NODEPORT_IPS} meta l4proto . th dport"

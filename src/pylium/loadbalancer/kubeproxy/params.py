@@ -20,6 +20,11 @@ class ProxyParams:
         masquerade_all: kube-proxy's `--masquerade-all`: every connection to a ClusterIP is
             masqueraded, so replies come back through the node's conntrack even when the
             datapath would deliver them pod to pod directly.
+        snat_ip: masquerade to this address (`SNAT --to-source`) instead of the outgoing
+            interface's (`MASQUERADE`), a departure from kube-proxy for pylium's datapath: the
+            agent gives its router IP, an address of the node's pod CIDR, so a backend's reply
+            is pod-to-pod traffic (routed or tunnelled back, never BPF-masqueraded to a node
+            address on the uplink, never leaving a tunnel for the underlay).
     """
 
     node: str
@@ -27,3 +32,4 @@ class ProxyParams:
     cluster_cidr: IPv4Network | None = None
     service_cidr: IPv4Network | None = None
     masquerade_all: bool = False
+    snat_ip: IPv4Address | None = None
