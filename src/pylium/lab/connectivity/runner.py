@@ -1,7 +1,7 @@
 """Running the connectivity test: select scenarios, deploy, probe, collect results.
 
-Scenarios run side by side (PARALLEL at a time; each probe is a short process of its own),
-their probes one after another; results are reported in scenario order.
+Probes run PARALLEL at a time (each is a short process of its own; a one-answer scenario's
+one after another); results are reported in scenario order.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Refused, Scenar
 from pylium.lab.record import LabRecord
 
 PARALLEL = 4
-"""Scenarios probing at once: enough to hide the probes' start-up, few for a 2-core machine."""
+"""Probes at once: enough to hide the probes' start-up, few for a 2-core machine."""
 
 
 @dataclass(frozen=True)
@@ -119,25 +119,34 @@ def run_scenarios(
     order. A scenario with no action here is skipped; `requires` is reported only on failure,
     in the labs the scenario names."""
 
-    def run_one(scenario: Scenario) -> ScenarioResult:
-        actions = scenario.actions(deployment)
-        result = ScenarioResult(scenario.name, scenario.description, "skipped")
-        if actions:
-            result.actions = [_run_action(deployment, a, probe) for a in actions]
-            if scenario.one_answer:
-                result.actions = _one_answer(result.actions)
-            ok = all(a.ok for a in result.actions)
-            result.status = "passed" if ok else "failed"
-            if not ok and scenario.requires_in(deployment.lab):
-                result.requires = scenario.requires
-        return result
+    def probe_all(actions: list[Action]) -> list[ActionResult]:
+        return [_run_action(deployment, a, probe) for a in actions]
 
     results = []
     with ThreadPoolExecutor(PARALLEL) as pool:
-        for result in pool.map(run_one, scenarios):
+        planned = []
+        for scenario in scenarios:
+            actions = scenario.actions(deployment)
+            # A one-answer scenario's probes go one after another: the first sets the affinity.
+            groups = [actions] if scenario.one_answer else [[a] for a in actions]
+            planned.append((scenario, [pool.submit(probe_all, g) for g in groups if g]))
+        for scenario, futures in planned:
+            result = _result(scenario, [r for f in futures for r in f.result()], deployment)
             on_result(result)
             results.append(result)
     return results
+
+
+def _result(scenario: Scenario, actions: list[ActionResult], d: Deployment) -> ScenarioResult:
+    """The scenario's verdict from its probes' (none: skipped)."""
+    result = ScenarioResult(scenario.name, scenario.description, "skipped")
+    if actions:
+        result.actions = _one_answer(actions) if scenario.one_answer else actions
+        ok = all(a.ok for a in result.actions)
+        result.status = "passed" if ok else "failed"
+        if not ok and scenario.requires_in(d.lab):
+            result.requires = scenario.requires
+    return result
 
 
 def run(
