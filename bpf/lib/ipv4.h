@@ -27,6 +27,7 @@ struct ipv4_flow {
 	/* Set by the policy check of a new connection (lib/policy.h); events carry them. */
 	__u32 policy_cookie;   /* names the deciding rules, 0 = none */
 	__u8 policy_verdict;   /* POLICY_VERDICT_* */
+	__u8 icmp_type;	       /* ICMP: the message type (policy keys match it), else 0 */
 };
 
 #define TCP_FLAG_FIN 0x01
@@ -54,6 +55,7 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct ipv4_flow *f
 	flow->dst_identity = 0;
 	flow->policy_cookie = 0;
 	flow->policy_verdict = POLICY_VERDICT_NONE;
+	flow->icmp_type = 0;
 	/* Non-first fragments carry no L4 header: track them by addresses alone. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
@@ -84,6 +86,7 @@ static __always_inline int ipv4_parse(struct __sk_buff *ctx, struct ipv4_flow *f
 
 		if (bpf_skb_load_bytes(ctx, l4_off, &icmp, sizeof(icmp)) < 0)
 			return -1;
+		flow->icmp_type = icmp.type;
 		if (icmp.type == ICMP_ECHO || icmp.type == ICMP_ECHOREPLY) {
 			flow->sport = icmp.un.echo.id;
 			flow->dport = icmp.un.echo.id;

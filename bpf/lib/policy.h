@@ -9,10 +9,20 @@
  * pylium_policy_ep holds per endpoint which directions are enforced and whether audit mode is
  * on; an endpoint without an entry is not enforced.
  *
+ * pylium_policy_cidr holds the node's CIDR classes: every prefix a CIDR rule names (ipBlock,
+ * fromCIDR/toCIDR, the parts of a CIDRSet left by its excepts) -> two class identities. The
+ * peer's address finds its class by longest prefix; the agent lets every rule prefix that
+ * contains the class's prefix select it (as Cilium's CIDR identities carry the labels of every
+ * covering prefix), so the one longest match is enough. A peer outside the cluster (world or
+ * unknown identity) uses `world`, selected by every CIDR rule; a peer with an in-cluster
+ * identity (pod, node) uses `cluster`, selected only by Kubernetes ipBlock, which matches any
+ * address, while Cilium's CIDR rules are for peers that are not endpoints.
+ *
  * Only NEW connections are looked up: conntrack lets established packets and replies through.
- * Lookup order is mapstate's: the peer identity, then identity 0 (any); a deny hit in either
- * drops (DROP_POLICY_DENY), else any allow hit passes, else the enforced direction drops
- * (DROP_POLICY). Audit mode passes what would have dropped, reported as AUDIT.
+ * Lookups: the peer identity, the peer address's CIDR class, identity 0 (any); a deny hit in
+ * any drops (DROP_POLICY_DENY), else any allow hit passes, else the enforced direction drops
+ * (DROP_POLICY). Audit mode passes what would have dropped, reported as AUDIT. ICMP keys carry
+ * the ICMP type in the port position, as Cilium's do.
  */
 #pragma once
 
@@ -25,6 +35,12 @@
 #define POLICY_EP_F_AUDIT 0x04	 /* audit mode: report policy drops, pass the packets */
 
 #define POLICY_ENTRY_F_DENY 0x01 /* policy_entry.flags: a deny rule */
+
+/* Identities of peers outside the cluster: world, world-ipv4, world-ipv6; node-local ones. */
+#define IDENTITY_WORLD 2
+#define IDENTITY_WORLD_IPV4 9
+#define IDENTITY_WORLD_IPV6 10
+#define LOCAL_IDENTITY_FLAG (1 << 24)
 
 /* Always-matched bits ahead of the protocol: endpoint id, peer identity, direction. */
 #define POLICY_STATIC_PREFIX (32 + 32 + 8)
@@ -52,6 +68,16 @@ struct policy_ep {
 	__u32 flags; /* POLICY_EP_F_* */
 };
 
+struct policy_cidr_key {
+	__u32 prefixlen; /* host order, as struct bpf_lpm_trie_key wants */
+	__be32 ip;
+};
+
+struct policy_cidr_class {
+	__u32 world;   /* class identity for a peer outside the cluster */
+	__u32 cluster; /* class identity for a peer with an in-cluster identity */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);
@@ -68,6 +94,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } pylium_policy_ep SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_cidr_key);
+	__type(value, struct policy_cidr_class);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pylium_policy_cidr SEC(".maps");
+
 static __always_inline struct policy_entry *policy_lookup(__u16 ep_id, __u32 peer, __u8 egress,
 							   const struct ipv4_flow *flow)
 {
@@ -77,11 +111,39 @@ static __always_inline struct policy_entry *policy_lookup(__u16 ep_id, __u32 pee
 		.sec_label = peer,
 		.egress = egress,
 		.protocol = flow->proto,
-		/* ICMP: the flow's ports are the echo id, not a type; only "any port" matches. */
-		.dport = flow->proto == IPPROTO_ICMP ? 0 : flow->dport,
+		/* ICMP: the flow's ports are the echo id; keys hold the type there. */
+		.dport = flow->proto == IPPROTO_ICMP ? bpf_htons(flow->icmp_type) : flow->dport,
 	};
 
 	return bpf_map_lookup_elem(&pylium_policy, &key);
+}
+
+/* The CIDR class identity of a peer address, 0 when no CIDR rule's prefix holds it. */
+static __always_inline __u32 policy_cidr_class(__be32 addr, __u32 peer)
+{
+	struct policy_cidr_key key = { .prefixlen = 32, .ip = addr };
+	struct policy_cidr_class *class = bpf_map_lookup_elem(&pylium_policy_cidr, &key);
+
+	if (!class)
+		return 0;
+	if (!peer || peer == IDENTITY_WORLD || peer == IDENTITY_WORLD_IPV4 ||
+	    peer == IDENTITY_WORLD_IPV6 || (peer & LOCAL_IDENTITY_FLAG))
+		return class->world;
+	return class->cluster;
+}
+
+/* The deciding entry of up to three hits: the first deny, else the first allow. */
+static __always_inline struct policy_entry *policy_pick(struct policy_entry *a,
+							struct policy_entry *b,
+							struct policy_entry *c)
+{
+	if (a && (a->flags & POLICY_ENTRY_F_DENY))
+		return a;
+	if (b && (b->flags & POLICY_ENTRY_F_DENY))
+		return b;
+	if (c && (c->flags & POLICY_ENTRY_F_DENY))
+		return c;
+	return a ? a : b ? b : c;
 }
 
 /* Decide a NEW connection of endpoint `ep_id` with `peer` in one direction (METRIC_INGRESS or
@@ -94,19 +156,18 @@ static __always_inline int policy_check(struct __sk_buff *ctx, __u16 ep_id, __u3
 	struct policy_ep *cfg = bpf_map_lookup_elem(&pylium_policy_ep, &id);
 	__u8 egress = dir == METRIC_EGRESS;
 	__u32 enforced = egress ? POLICY_EP_F_EGRESS : POLICY_EP_F_INGRESS;
-	struct policy_entry *exact, *any, *hit;
+	struct policy_entry *exact, *cidr = NULL, *any, *hit;
+	__u32 class;
 	int reason = 0;
 
 	if (!cfg || !(cfg->flags & enforced))
 		return 0;
+	class = policy_cidr_class(egress ? flow->daddr : flow->saddr, peer);
 	exact = policy_lookup(ep_id, peer, egress, flow);
+	if (class)
+		cidr = policy_lookup(ep_id, class, egress, flow);
 	any = peer ? policy_lookup(ep_id, 0, egress, flow) : NULL;
-	if (exact && (exact->flags & POLICY_ENTRY_F_DENY))
-		hit = exact;
-	else if (any && (any->flags & POLICY_ENTRY_F_DENY))
-		hit = any;
-	else
-		hit = exact ? exact : any;
+	hit = policy_pick(exact, cidr, any);
 
 	if (hit) {
 		__sync_fetch_and_add(&hit->packets, 1);

@@ -29,6 +29,7 @@ MAP_EVENTS = "pylium_events"
 MAP_IPCACHE = "pylium_ipcache4"
 MAP_POLICY = "pylium_policy"
 MAP_POLICY_EP = "pylium_policy_ep"
+MAP_POLICY_CIDR = "pylium_policy_cidr"
 
 
 class EndpointKey(ctypes.Structure):
@@ -118,6 +119,7 @@ class LxcObjects:
         self.ipcache: RawMap = from_coll.maps[MAP_IPCACHE]
         self.policy: RawMap = from_coll.maps[MAP_POLICY]
         self.policy_ep: RawMap = from_coll.maps[MAP_POLICY_EP]
+        self.policy_cidr: RawMap = from_coll.maps[MAP_POLICY_CIDR]
 
     @classmethod
     def load(

@@ -23,8 +23,11 @@ into the datapath), and a reconciler job syncs each local endpoint's computed po
 maps, prunes endpoints gone from the node, and retries a failed kernel write on its next run.
 A label set whose cluster-wide identity is not known yet (its pod's node has not allocated it)
 gets a placeholder number above the cluster range, which no packet carries: its rows match
-nothing until the allocator learns the real number and the repository is refreshed. CIDR peers
-get placeholders too (the ipcache has no CIDR identities yet): only `world` matches them.
+nothing until the allocator learns the real number and the repository is refreshed. CIDR rule
+prefixes get placeholders too: their two CIDR classes (`Repository.cidr_classes`), which
+`CidrClasses` writes into `pylium_policy_cidr` after the endpoints' rows, so a class appears
+once rows for it exist and goes once they are gone (bpf/lib/policy.h tells how packets find
+them).
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ import contextlib
 import ctypes
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from pylium.datapath.errors import BpfError
 from pylium.datapath.events import Direction as EventDirection
 from pylium.datapath.events import Event, PolicyVerdict
-from pylium.datapath.lxc import MAP_POLICY, MAP_POLICY_EP
+from pylium.datapath.ipcache import IPCacheKey
+from pylium.datapath.lxc import MAP_POLICY, MAP_POLICY_CIDR, MAP_POLICY_EP
 from pylium.datapath.maps import Map, RawMap
 from pylium.hubble.flow import Policy
 from pylium.identity import IdentityAllocator
 from pylium.identity.labels import Labels
 from pylium.identity.numeric import IDENTITY_HOST, MAX_CLUSTER_IDENTITY
+from pylium.ipcache import decode_key
 from pylium.policy import (
     EndpointPolicy,
     PolicyConfig,
@@ -57,6 +63,7 @@ from pylium.policy import (
     encode_key,
 )
 from pylium.policy.rules import Direction, PolicyRef
+from pylium.policy.selector import Network
 from pylium.policy.watcher import PolicyWatcher
 from pylium.store import Store
 
@@ -226,6 +233,39 @@ class PolicyMaps:
         return 1
 
 
+class CidrClass(ctypes.Structure):
+    """struct policy_cidr_class: the class identities for outside and in-cluster peers."""
+
+    _fields_ = [("world", ctypes.c_uint32), ("cluster", ctypes.c_uint32)]
+
+
+class CidrClasses:
+    """Keeps `pylium_policy_cidr` equal to the repository's CIDR classes (IPv4 prefixes: the
+    datapath is IPv4 only). Its key is the ipcache's (prefix length, address), so
+    `IPCacheKey` encodes it."""
+
+    def __init__(self, raw: RawMap) -> None:
+        self._map = Map(raw, IPCacheKey, CidrClass)
+        self._have: dict[IPv4Network, tuple[int, int]] = {
+            decode_key(bytes(k)): (v.world, v.cluster) for k, v in self._map.items()
+        }
+
+    def sync(self, classes: Mapping[Network, tuple[int, int]]) -> int:
+        """Write new and changed classes, then delete stale ones; returns kernel writes."""
+        desired = {p: ids for p, ids in classes.items() if isinstance(p, IPv4Network)}
+        writes = 0
+        for prefix, ids in desired.items():
+            if self._have.get(prefix) != ids:
+                self._map.update(IPCacheKey.of(prefix), CidrClass(*ids))
+                self._have[prefix] = ids
+                writes += 1
+        for prefix in [p for p in self._have if p not in desired]:
+            self._map.delete(IPCacheKey.of(prefix), missing_ok=True)
+            del self._have[prefix]
+            writes += 1
+        return writes
+
+
 PENDING_BASE = MAX_CLUSTER_IDENTITY + 1
 """First placeholder number for a label set without a known identity."""
 
@@ -278,6 +318,7 @@ class PolicyEnforcement:
         self._watcher = PolicyWatcher(store, self.repo)
         self._local = local_endpoints
         self._maps: PolicyMaps | None = None
+        self._classes: CidrClasses | None = None
         self._raw: list[RawMap] = []
         self._synced: dict[int, EndpointPolicy] = {}
         self._keys: dict[int, str] = {}
@@ -291,8 +332,10 @@ class PolicyEnforcement:
     async def start(self) -> None:
         """Open the pinned maps (as they are: they keep enforcing), mirror the store, then
         reconcile once before returning."""
-        self._raw = [RawMap.from_pin(self.params.pin_dir / n) for n in (MAP_POLICY, MAP_POLICY_EP)]
+        names = (MAP_POLICY, MAP_POLICY_EP, MAP_POLICY_CIDR)
+        self._raw = [RawMap.from_pin(self.params.pin_dir / n) for n in names]
         self._maps = PolicyMaps(self._raw[0], self._raw[1], self.cookies)
+        self._classes = CidrClasses(self._raw[2])
         await self._watcher.start()
         self.reconcile()
         self._task = asyncio.create_task(self._run())
@@ -307,11 +350,11 @@ class PolicyEnforcement:
         await self._watcher.stop()
         for raw in self._raw:
             raw.close()
-        self._raw, self._maps = [], None
+        self._raw, self._maps, self._classes = [], None, None
 
     def reconcile(self) -> None:
         """Sync every local endpoint the repository knows, prune endpoints gone from the node."""
-        if self._maps is None:
+        if self._maps is None or self._classes is None:
             return
         if self._renumber:
             self._renumber = False
@@ -331,6 +374,7 @@ class PolicyEnforcement:
                 log.warning("policy of endpoint %d (%s) not written: %s", endpoint, key, exc)
                 continue
             self._synced[endpoint] = policy
+        self._classes.sync(self.repo.cidr_classes())
         for endpoint in self._maps.endpoints() - set(local.values()):
             self._maps.remove(endpoint)
             self._synced.pop(endpoint, None)

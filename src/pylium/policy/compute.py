@@ -82,13 +82,17 @@ class EndpointPolicy:
     isolated_by: Mapping[Direction, tuple[str, ...]] = field(default_factory=dict)
     """Per direction, the rules that select the endpoint (named when default deny drops)."""
 
-    def decide(self, direction: Direction, peer: int, protocol: str, port: int) -> Decision:
-        """The verdict for a packet to/from `peer` (its identity) on protocol/port, found as
-        the datapath finds it: an LPM lookup for the peer and one for identity 0."""
+    def decide(
+        self, direction: Direction, peer: int, protocol: str, port: int, cidr: int = 0
+    ) -> Decision:
+        """The verdict for a packet to/from `peer` (its identity) on protocol/port (for ICMP:
+        the type), found as the datapath finds it: an LPM lookup for the peer, one for the
+        CIDR class of the peer's address (`cidr`, 0 = none) and one for identity 0."""
         if direction not in self.enforced:
             return Decision("allowed", "not-enforced")
         number = PROTOCOLS[protocol]
-        hits = [h for h in (self._lpm(direction, i, number, port) for i in (peer, 0)) if h]
+        ids = (peer, cidr, 0) if cidr else (peer, 0)
+        hits = [h for h in (self._lpm(direction, i, number, port) for i in ids) if h]
         denies = [e for e in hits if e.deny]
         if denies:
             rules = tuple(sorted(set().union(*(e.rules for e in denies))))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pylium.identity.filter import LabelFilter
-from pylium.identity.labels import SOURCE_CIDR, Label, Labels, pod_labels
+from pylium.identity.labels import SOURCE_CIDR, Labels, pod_labels
 from pylium.identity.numeric import (
     IDENTITY_UNKNOWN,
     MIN_CLUSTER_IDENTITY,
@@ -31,7 +31,14 @@ from pylium.identity.numeric import (
 )
 from pylium.policy.compute import EndpointPolicy, NamedPorts, PolicyConfig, compute
 from pylium.policy.rules import KINDS, PolicyRef, Rule, policy_ref, rules_of
-from pylium.policy.selector import Address, CIDRSelector, Selector
+from pylium.policy.selector import (
+    Address,
+    CIDRSelector,
+    Network,
+    Selector,
+    cidr_class_labels,
+    is_outside,
+)
 from pylium.policy.selectorcache import SelectorCache
 
 Object = Mapping[str, Any]
@@ -107,7 +114,8 @@ class Repository:
         self._pods: dict[str, Object] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._policies: dict[PolicyRef, list[Rule]] = {}
-        self._cidr_refs: dict[Labels, int] = {}
+        self._cidr_refs: dict[Network, int] = {}
+        """Users of each CIDR rule prefix (its two CIDR classes exist while it has any)."""
         self._computed: dict[str, EndpointPolicy] = {}
         self._listeners: list[Listener] = []
         self.revision = 0
@@ -183,6 +191,24 @@ class Repository:
         """The rules of every policy."""
         return {ref: list(rules) for ref, rules in self._policies.items()}
 
+    def cidr_classes(self) -> dict[Network, tuple[int, int]]:
+        """Every CIDR rule prefix -> its (outside, in-cluster) class identities: what the
+        datapath's `pylium_policy_cidr` map holds."""
+        return {
+            prefix: (self._numbers.number(outside), self._numbers.number(inside))
+            for prefix in self._cidr_refs
+            for outside, inside in [cidr_class_labels(prefix)]
+        }
+
+    def cidr_class(self, address: Address, peer: int) -> int:
+        """The CIDR class identity of a peer's address as the datapath finds it: the longest
+        rule prefix holding it, its class for a peer with identity `peer` (0 = none)."""
+        held = [p for p in self._cidr_refs if p.version == address.version and address in p]
+        if not held:
+            return 0
+        outside, inside = cidr_class_labels(max(held, key=lambda p: p.prefixlen))
+        return self._numbers.number(outside if is_outside(peer) else inside)
+
     def selected_endpoints(self, ref: PolicyRef) -> list[str]:
         """Endpoints any rule of a policy applies to."""
         rules = self._policies.get(ref, [])
@@ -202,19 +228,21 @@ class Repository:
     def _use_selector(self, selector: Selector) -> None:
         self.selectors.add_user(selector)
         if isinstance(selector, CIDRSelector):
-            labels = _cidr_labels(selector)
-            self._cidr_refs[labels] = self._cidr_refs.get(labels, 0) + 1
-            if self._cidr_refs[labels] == 1:
-                self.selectors.upsert_identity(self._numbers.number(labels), labels)
+            prefix = selector.prefix
+            self._cidr_refs[prefix] = self._cidr_refs.get(prefix, 0) + 1
+            if self._cidr_refs[prefix] == 1:
+                for labels in cidr_class_labels(prefix):
+                    self.selectors.upsert_identity(self._numbers.number(labels), labels)
 
     def _release_selector(self, selector: Selector) -> None:
         self.selectors.remove_user(selector)
         if isinstance(selector, CIDRSelector):
-            labels = _cidr_labels(selector)
-            self._cidr_refs[labels] -= 1
-            if not self._cidr_refs[labels]:
-                del self._cidr_refs[labels]
-                self.selectors.remove_identity(self._numbers.number(labels))
+            prefix = selector.prefix
+            self._cidr_refs[prefix] -= 1
+            if not self._cidr_refs[prefix]:
+                del self._cidr_refs[prefix]
+                for labels in cidr_class_labels(prefix):
+                    self.selectors.remove_identity(self._numbers.number(labels))
 
     def _refresh_pods(self, namespace: str) -> None:
         """Re-derive the endpoints of one namespace and push identity changes."""
@@ -284,10 +312,6 @@ class Repository:
 
     def _select(self, selectors: tuple[Selector, ...]) -> frozenset[int]:
         return self.selectors.selections(selectors)
-
-
-def _cidr_labels(selector: CIDRSelector) -> Labels:
-    return Labels([Label(SOURCE_CIDR, str(selector.prefix))])
 
 
 def load(repo: Repository, objects: Iterable[Object]) -> None:

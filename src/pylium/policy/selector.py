@@ -19,10 +19,23 @@ from pylium.identity.labels import (
     POD_NAMESPACE_LABEL,
     SOURCE_CIDR,
     SOURCE_K8S,
+    Label,
     Labels,
+)
+from pylium.identity.numeric import (
+    IDENTITY_UNKNOWN,
+    IDENTITY_WORLD,
+    IDENTITY_WORLD_IPV4,
+    IDENTITY_WORLD_IPV6,
+    LOCAL_IDENTITY_FLAG,
 )
 
 SOURCE_ANY = "any"
+OUTSIDE_IDENTITIES = frozenset(
+    [IDENTITY_UNKNOWN, IDENTITY_WORLD, IDENTITY_WORLD_IPV4, IDENTITY_WORLD_IPV6]
+)
+IN_CLUSTER_KEY = "in-cluster"
+"""Key of the `cidr:` label marking the CIDR class for in-cluster peers (`cidr_class_labels`)."""
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
@@ -95,13 +108,18 @@ class CIDRSelector:
     peers that are not endpoints, so theirs do not."""
 
     def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
-        """Whether the identity's CIDR label or all of its addresses are in the prefix."""
-        for label in labels:
-            if label.source == SOURCE_CIDR:
-                net = ipaddress.ip_network(label.key, strict=False)
-                return net.version == self.prefix.version and net.subnet_of(self.prefix)  # type: ignore[arg-type]
-            if self.world and label.source == "reserved" and label.key.startswith("world"):
-                return True
+        """Whether the identity's CIDR label or all of its addresses are in the prefix (an
+        in-cluster CIDR class only for a selector with `pods`)."""
+        nets = [label.key for label in labels if label.source == SOURCE_CIDR]
+        if nets:
+            if IN_CLUSTER_KEY in nets and not self.pods:
+                return False
+            net = ipaddress.ip_network(next(n for n in nets if n != IN_CLUSTER_KEY), strict=False)
+            return net.version == self.prefix.version and net.subnet_of(self.prefix)  # type: ignore[arg-type]
+        if self.world and any(
+            label.source == "reserved" and label.key.startswith("world") for label in labels
+        ):
+            return True
         return self.pods and bool(ips) and all(ip in self.prefix for ip in ips)
 
     @property
@@ -188,6 +206,20 @@ def cidr_selectors(
                 next_parts.append(part)
         parts = next_parts
     return [CIDRSelector(p, p.prefixlen == 0, pods) for p in sorted(parts, key=_net_key)]
+
+
+def cidr_class_labels(prefix: Network) -> tuple[Labels, Labels]:
+    """The label sets of a prefix's two CIDR classes (bpf/lib/policy.h): for a peer outside
+    the cluster, selected by every CIDR selector whose prefix holds it; and for a peer with an
+    in-cluster identity, selected only by selectors with `pods` (Kubernetes ipBlock)."""
+    label = Label(SOURCE_CIDR, str(prefix))
+    return Labels([label]), Labels([label, Label(SOURCE_CIDR, IN_CLUSTER_KEY)])
+
+
+def is_outside(identity: int) -> bool:
+    """Whether a peer identity is outside the cluster (world, unknown, node-local CIDR): its
+    address uses the outside CIDR class."""
+    return identity in OUTSIDE_IDENTITIES or bool(identity & LOCAL_IDENTITY_FLAG)
 
 
 def _net_key(net: Network) -> tuple[int, int, int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pylium.identity.numeric import identity_name
 from pylium.policy.compute import Decision
-from pylium.policy.repository import Repository
+from pylium.policy.repository import Endpoint, Repository
 from pylium.policy.rules import Direction
 
 
@@ -87,6 +87,15 @@ def trace(repo: Repository, source: str, destination: str, port: int, protocol: 
     """
     endpoints = repo.endpoints()
     src, dst = endpoints[source], endpoints[destination]
-    egress = repo.policy(source).decide(Direction.EGRESS, dst.identity, protocol, port)
-    ingress = repo.policy(destination).decide(Direction.INGRESS, src.identity, protocol, port)
+    egress = repo.policy(source).decide(
+        Direction.EGRESS, dst.identity, protocol, port, _cidr_class(repo, dst)
+    )
+    ingress = repo.policy(destination).decide(
+        Direction.INGRESS, src.identity, protocol, port, _cidr_class(repo, src)
+    )
     return Trace(source, destination, protocol, port, src.identity, dst.identity, egress, ingress)
+
+
+def _cidr_class(repo: Repository, peer: Endpoint) -> int:
+    """The CIDR class of the peer's (first) address, as the datapath looks it up."""
+    return repo.cidr_class(min(peer.ips, key=str), peer.identity) if peer.ips else 0

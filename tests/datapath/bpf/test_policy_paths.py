@@ -16,7 +16,7 @@ from pylium.datapath.events import Direction, DropReason, EventType, PolicyVerdi
 from pylium.datapath.ipcache import IPCacheKey, IPCacheValue, ipcache_map
 from pylium.datapath.lxc import EndpointInfo, LxcObjects
 from pylium.datapath.maps import RawMap
-from pylium.datapath.policy import Cookies, PolicyMaps
+from pylium.datapath.policy import CidrClasses, Cookies, PolicyMaps
 from pylium.datapath.testrun import prog_run
 from pylium.ipcache import Entry, Source
 from pylium.policy import EndpointPolicy, PolicyEntry, PolicyKey, port_range_prefixes
@@ -44,6 +44,9 @@ A_ID, B_ID, OUTSIDE_ID, HOST_ID = 1001, 1002, 2, 1
 INGRESS, EGRESS = PolicyDirection.INGRESS, PolicyDirection.EGRESS
 ALLOW = PolicyEntry(False, frozenset(["netpol:default/allow spec.ingress[0]"]))
 DENY = PolicyEntry(True, frozenset(["cnp:default/deny spec.ingressDeny[0]"]))
+# CIDR class identities (placeholders above the cluster range, as the agent numbers them).
+ALL_OUT, ALL_IN, ONE_OUT, ONE_IN = 70001, 70002, 70003, 70004
+OTHER_WORLD_IP = "198.51.100.7"
 
 
 @pytest.fixture
@@ -253,3 +256,69 @@ def test_that_the_node_reaches_an_ingress_isolated_pod_unless_a_deny_covers_it(o
         101, policy({INGRESS})
     )
     assert from_host(82) == TC_ACT_SHOT
+
+
+def test_that_an_ipblock_class_matches_a_pod_address_and_a_cidr_rule_class_does_not(objs, maps):
+    # B's address is a rule prefix: pods there use its in-cluster class, the world its outside.
+    CidrClasses(objs.policy_cidr).sync({IPv4Network(f"{B_IP}/32"): (ONE_OUT, ONE_IN)})
+
+    def from_b(sport: int) -> int:
+        return prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, sport, 80, pk.TCP_SYN))).retval
+
+    maps.sync(101, policy({INGRESS}, {PolicyKey(INGRESS, ONE_IN, 0): ALLOW}))  # ipBlock
+    assert from_b(40000) == TC_ACT_OK
+    maps.sync(101, policy({INGRESS}, {PolicyKey(INGRESS, ONE_OUT, 0): ALLOW}))  # fromCIDR
+    assert from_b(40001) == TC_ACT_SHOT
+
+
+def test_that_the_longest_cidr_class_decides_and_its_deny_wins(objs, events, maps):
+    # fromCIDR 0.0.0.0/0 allows every outside class; ingressDeny fromCIDR OUTSIDE_IP/32.
+    classes = CidrClasses(objs.policy_cidr)
+    classes.sync(
+        {
+            IPv4Network("0.0.0.0/0"): (ALL_OUT, ALL_IN),
+            IPv4Network(f"{OUTSIDE_IP}/32"): (ONE_OUT, ONE_IN),
+        }
+    )
+    entries = {
+        PolicyKey(INGRESS, ALL_OUT, 0): ALLOW,
+        PolicyKey(INGRESS, ONE_OUT, 0): DENY,
+    }
+    maps.sync(101, policy({INGRESS}, entries))
+
+    def verdict(src: str, sport: int = 6000) -> int:
+        return prog_run(objs.to_container, to_a(pk.udp(src, A_IP, sport, 53))).retval
+
+    assert (verdict(OTHER_WORLD_IP), verdict(OUTSIDE_IP)) == (TC_ACT_OK, TC_ACT_SHOT)
+    allowed, denied = events.drain()
+    assert (allowed.policy_verdict, allowed.src_identity) == (PolicyVerdict.ALLOWED, OUTSIDE_ID)
+    assert denied.drop_reason == DropReason.POLICY_DENY
+    # The /32 gone (its rule deleted), the /0 class holds the address again.
+    assert classes.sync({IPv4Network("0.0.0.0/0"): (ALL_OUT, ALL_IN)}) == 1
+    assert verdict(OUTSIDE_IP, 6001) == TC_ACT_OK
+
+
+def test_that_egress_to_a_cidr_class_passes_and_other_world_addresses_drop(objs, maps):
+    CidrClasses(objs.policy_cidr).sync({IPv4Network(f"{OUTSIDE_IP}/32"): (ONE_OUT, ONE_IN)})
+    maps.sync(101, policy({EGRESS}, {PolicyKey(EGRESS, ONE_OUT, pk.PROTO_TCP, 80, 16): ALLOW}))
+
+    def to(dst: str, port: int) -> int:
+        return prog_run(
+            objs.from_container, from_a(pk.tcp(A_IP, dst, 40000, port, pk.TCP_SYN))
+        ).retval
+
+    assert (to(OUTSIDE_IP, 80), to(OUTSIDE_IP, 81), to(OTHER_WORLD_IP, 80)) == (
+        TC_ACT_OK,
+        TC_ACT_SHOT,
+        TC_ACT_SHOT,
+    )
+
+
+def test_that_an_icmp_rule_allows_its_type_only(objs, maps):
+    maps.sync(101, policy({INGRESS}, {PolicyKey(INGRESS, B_ID, pk.PROTO_ICMP, 8, 16): ALLOW}))
+
+    echo = prog_run(objs.to_container, to_a(pk.icmp_echo(B_IP, A_IP, ident=7)))
+    timestamp = pk.ipv4(B_IP, A_IP, pk.PROTO_ICMP, bytes([13, 0, 0, 0, 0, 7, 0, 1]) + bytes(12))
+    other = prog_run(objs.to_container, to_a(timestamp))
+
+    assert (echo.retval, other.retval) == (TC_ACT_OK, TC_ACT_SHOT)
