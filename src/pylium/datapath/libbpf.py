@@ -47,6 +47,13 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
     "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
     "bpf_map__set_max_entries": (c_int, [c_void_p, ctypes.c_uint32]),
+    "bpf_map__inner_map": (c_void_p, [c_void_p]),
+    "bpf_map__set_value_size": (c_int, [c_void_p, ctypes.c_uint32]),
+    "bpf_map_create": (
+        c_int,
+        [c_int, c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, c_void_p],
+    ),
+    "bpf_map_get_fd_by_id": (c_int, [c_uint32]),
     "bpf_program__name": (c_char_p, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "btf__find_by_name_kind": (ctypes.c_int32, [c_void_p, c_char_p, c_uint32]),

@@ -121,12 +121,14 @@ class Collection:
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """A compiled object file, the `.rodata` constants to set before load and map sizes that
-    override the compiled ones (Cilium's `--bpf-lb-map-max` and friends)."""
+    """A compiled object file, the `.rodata` constants to set before load, map sizes that
+    override the compiled ones (Cilium's `--bpf-lb-map-max` and friends) and value sizes of
+    map-in-map inner templates (the Maglev table size)."""
 
     path: Path
     constants: Mapping[str, int | bytes] = field(default_factory=dict)
     max_entries: Mapping[str, int] = field(default_factory=dict)
+    inner_value_sizes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: os.PathLike[str] | str) -> ObjectSpec:
@@ -143,6 +145,11 @@ class ObjectSpec:
         """A copy whose maps of these names get these sizes (a pinned map of another size is
         not re-used: libbpf refuses it)."""
         return replace(self, max_entries={**self.max_entries, **sizes})
+
+    def with_inner_value_sizes(self, **sizes: int) -> ObjectSpec:
+        """A copy whose map-in-map outer maps of these names get inner maps of this value size
+        (in bytes; inner maps the agent creates must match it)."""
+        return replace(self, inner_value_sizes={**self.inner_value_sizes, **sizes})
 
     def load(
         self,
@@ -171,6 +178,10 @@ class ObjectSpec:
                 if name in self.max_entries:
                     size = self.max_entries[name]
                     libbpf.check(libbpf.lib().bpf_map__set_max_entries(m, size), f"size {name}")
+                if name in self.inner_value_sizes:
+                    inner = libbpf.check_ptr(libbpf.lib().bpf_map__inner_map(m), f"inner {name}")
+                    size = self.inner_value_sizes[name]
+                    libbpf.check(libbpf.lib().bpf_map__set_value_size(inner, size), f"size {name}")
             with libbpf.capture_log() as log:
                 ret = libbpf.lib().bpf_object__load(obj)
             if ret < 0:

@@ -11,8 +11,9 @@ prunes that directory). On restart a pinned link gets the freshly loaded program
 The agent writes the maps only through `apply(MapDelta)` (in the order that never leaves a
 slot naming a missing backend or a service without its reverse-NAT entry) and `prune(desired)`
 (the full content, e.g. `LBMaps.encoded()`: rewrites what differs, deletes what is extra).
-The Maglev map is not in the datapath yet: its entries are skipped (socket LB picks a random
-slot).
+A Maglev entry is written as Cilium does: a new one-value inner array holding the M backend
+ids, whose fd replaces the outer entry in one update. Socket LB itself picks a random slot
+(Cilium's bpf_sock does too); the tables serve the per-packet paths sharing these pins.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from typing import Self
 
 from pylium.datapath import libbpf
 from pylium.datapath.errors import BpfError
+from pylium.datapath.lbconfig import MAP_MAGLEV, LBConfig
 from pylium.datapath.links import AttachType, Link, attach_cgroup
 from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec
-from pylium.datapath.maps import RawMap
+from pylium.datapath.maps import MapInfo, MapType, RawMap
 from pylium.loadbalancer.lbmaps import AFFINITY_MATCH, BACKENDS, MAGLEV, REVNAT, SERVICES, MapDelta
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ MAP_NAMES = {
     BACKENDS: "pylium_lb4_backends",
     REVNAT: "pylium_lb4_reverse_nat",
     AFFINITY_MATCH: "pylium_lb_affinity_match",
+    MAGLEV: MAP_MAGLEV,
 }
 """The agent-owned LB maps (lbmaps name -> pinned map name)."""
 MAP_REVERSE_SK = "pylium_lb4_reverse_sk"
@@ -55,9 +58,11 @@ HOOKS = {
 LINKS_DIR = "socklb"
 """Sub-directory of the pin directory holding the cgroup links."""
 
-_UPSERT_ORDER = (BACKENDS, REVNAT, SERVICES, AFFINITY_MATCH)
+_UPSERT_ORDER = (BACKENDS, REVNAT, MAGLEV, SERVICES, AFFINITY_MATCH)
 """Referenced entries before the entries that refer to them."""
-_DELETE_ORDER = (AFFINITY_MATCH, SERVICES, REVNAT, BACKENDS)
+_DELETE_ORDER = (AFFINITY_MATCH, SERVICES, MAGLEV, REVNAT, BACKENDS)
+_ZERO = bytes(4)
+"""The one key of a Maglev inner array."""
 
 CGROUP2_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 
@@ -88,14 +93,16 @@ class SockLB:
         obj_dir: Path = OBJ_DIR,
         allow_root: bool = False,
         services_max: int | None = None,
+        lb: LBConfig | None = None,
     ) -> SockLB:
         """Load sock.o with maps pinned under `pin_dir` and attach it to `cgroup`.
 
         `services_max` sizes the services map (one entry per frontend plus one per backend
-        slot; compiled in: 65536, too few for 30 000 services of 2 backends)."""
+        slot; compiled in: 65536, too few for 30 000 services of 2 backends). `lb` sets the
+        default algorithm and Maglev table size (default: `LBConfig()`)."""
         if not allow_root and Path(os.path.realpath(cgroup)) in CGROUP2_ROOTS:
             raise RootCgroupRefused(f"{cgroup} is the cgroup v2 root")
-        spec = ObjectSpec.from_file(obj_dir / "sock.o")
+        spec = (lb or LBConfig()).apply(ObjectSpec.from_file(obj_dir / "sock.o"))
         if services_max is not None:
             spec = spec.with_max_entries(**{MAP_NAMES[SERVICES]: services_max})
         with ExitStack() as stack:
@@ -119,20 +126,21 @@ class SockLB:
         """Write one delta: upserts in reference order, then deletes in reverse order (a
         missing key is success)."""
         for m in _UPSERT_ORDER:
+            write = _update_maglev if m == MAGLEV else _update
             for key, value in sorted(delta.upserts[m].items()):
-                _update(self.maps[m], key, value)
+                write(self.maps[m], key, value)
         for m in _DELETE_ORDER:
             for key in sorted(delta.deletes[m]):
                 _delete(self.maps[m], key)
-        if delta.upserts[MAGLEV] or delta.deletes[MAGLEV]:
-            log.debug("maglev entries skipped: not in the socket LB datapath")
 
     def contents(self) -> dict[str, dict[bytes, bytes]]:
-        """Every agent-owned map as it is in the kernel."""
-        return {m: dict(_items(raw)) for m, raw in self.maps.items()}
+        """Every agent-owned map as it is in the kernel (Maglev: the inner maps' values)."""
+        out = {m: dict(_items(raw)) for m, raw in self.maps.items() if m != MAGLEV}
+        out[MAGLEV] = {k: _inner_value(v) for k, v in _items(self.maps[MAGLEV])}
+        return out
 
     def prune(self, desired: Mapping[str, Mapping[bytes, bytes]]) -> MapDelta:
-        """Make the maps equal `desired` (MAGLEV ignored); returns what was changed."""
+        """Make the maps equal `desired`; returns what was changed."""
         have = self.contents()
         delta = MapDelta()
         for m in MAP_NAMES:
@@ -175,6 +183,33 @@ def _attach(coll: Collection, prog_name: str, attach: AttachType, cgroup: Path, 
 def _update(raw: RawMap, key: bytes, value: bytes) -> None:
     _check_sizes(raw, key, value)
     libbpf.check(libbpf.lib().bpf_map_update_elem(raw.fd, key, value, 0), f"update {raw.name}")
+
+
+def _update_maglev(outer: RawMap, key: bytes, value: bytes) -> None:
+    """A fresh inner array holding `value`, swapped in for `key`'s old one in one update."""
+    lib = libbpf.lib()
+    fd = libbpf.check(
+        lib.bpf_map_create(MapType.ARRAY, b"pylium_maglev_i", 4, len(value), 1, None),
+        f"create a {len(value)}-byte maglev table",
+    )
+    try:
+        libbpf.check(lib.bpf_map_update_elem(fd, _ZERO, value, 0), "fill maglev table")
+        _update(outer, key, fd.to_bytes(4, "little"))
+    finally:
+        os.close(fd)
+
+
+def _inner_value(inner_id: bytes) -> bytes:
+    """The one value of the inner array whose map id an outer Maglev entry holds."""
+    fd = libbpf.check(
+        libbpf.lib().bpf_map_get_fd_by_id(int.from_bytes(inner_id, "little")), "open maglev table"
+    )
+    try:
+        value = ctypes.create_string_buffer(MapInfo.of_fd(fd).value_size)
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(fd, _ZERO, value), "read maglev table")
+        return value.raw
+    finally:
+        os.close(fd)
 
 
 def _delete(raw: RawMap, key: bytes) -> None:

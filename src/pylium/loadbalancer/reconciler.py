@@ -13,6 +13,8 @@ deletes the rest. That is also the restart story: the ids are rebuilt from the s
 back from the pinned maps, and the first full pass overwrites the pinned entries that got other
 ids. Socket LB translates at connect time, so established connections do not notice; a
 per-packet datapath (conntrack holding backend ids) will need the ids read back first.
+Maglev tables are computed from backend addresses, then mapped to this node's ids, so every
+node's table names the same backends in the same slots.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pylium.loadbalancer.lbmaps import MAGLEV, LBMaps, LBParams, MapDelta
+from pylium.loadbalancer.lbmaps import LBMaps, LBParams, MapDelta
+from pylium.loadbalancer.maglev import DEFAULT_SEED, DEFAULT_TABLE_SIZE
+from pylium.loadbalancer.model import Algorithm
 from pylium.loadbalancer.watch import ServiceWatch
 from pylium.store import Store
 
@@ -48,6 +52,11 @@ class ServiceLBParams:
     """Seconds between full passes (repairs entries changed behind our back)."""
     retry_max: float = 5.0
     """Longest wait, in seconds, before retrying a failed pass."""
+    algorithm: Algorithm = Algorithm.RANDOM
+    """Backend selection of services that name none (`bpf-lb-algorithm`)."""
+    maglev_table_size: int = DEFAULT_TABLE_SIZE
+    """M: must equal the datapath's (`datapath.lbconfig.LBConfig`)."""
+    maglev_seed: int = DEFAULT_SEED
 
 
 class ServiceLB(ServiceWatch):
@@ -57,7 +66,14 @@ class ServiceLB(ServiceWatch):
         super().__init__(params.node, store, params.resync_interval, params.retry_max)
         self.params = params
         self._datapath = datapath
-        self.maps = LBMaps(LBParams(params.node))
+        self.maps = LBMaps(
+            LBParams(
+                params.node,
+                algorithm=params.algorithm,
+                maglev_table_size=params.maglev_table_size,
+                maglev_seed=params.maglev_seed,
+            )
+        )
 
     def dump(self) -> dict[str, Any]:
         """The desired maps as text (`LBMaps.dump`), entry counts of the kernel's maps and
@@ -68,7 +84,6 @@ class ServiceLB(ServiceWatch):
             "maps": self.maps.dump().splitlines(),
             "kernel": {m: len(entries) for m, entries in sorted(kernel.items())},
             "inSync": kernel == desired,
-            "maglevSkipped": bool(self.maps.contents[MAGLEV]),
         }
 
     def reconcile(self, full: bool) -> None:
