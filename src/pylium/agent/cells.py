@@ -30,6 +30,7 @@ from pylium.agent.ciliumnode import IpamStatusPublisher
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
 from pylium.datapath.ipcache import ipcache_json
+from pylium.datapath.lbconfig import LBConfig
 from pylium.datapath.lxc import MAP_EVENTS
 from pylium.datapath.nat import BpfMasquerade, MasqueradeParams, remove_masquerade
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
@@ -102,6 +103,8 @@ class AgentParams:
     cgroup: Path | None = None
     """The cgroup v2 directory socket LB attaches to (the lab's node cgroup; required with
     `kube_proxy_replacement`)."""
+    lb: LBConfig = field(default_factory=LBConfig)
+    """Default backend selection and Maglev table size of the eBPF service paths."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """Network policy enforcement mode and audit mode (`--policy-enforcement`,
     `--policy-audit-mode`)."""
@@ -255,8 +258,14 @@ class Agent:
             remove_masquerade(p.bpf_dir, p.uplink)  # turned off since the last run
         if p.kube_proxy_replacement and p.cgroup is not None:
             # Socket LB: a connect() to a service from any pod of the node goes to a backend.
-            self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup)
-            self._service_lb = ServiceLB(ServiceLBParams(p.node), self.store, self._sock_lb)
+            self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup, lb=p.lb)
+            lb_params = ServiceLBParams(
+                p.node,
+                algorithm=p.lb.algorithm,
+                maglev_table_size=p.lb.maglev_table_size,
+                maglev_seed=p.lb.maglev_seed,
+            )
+            self._service_lb = ServiceLB(lb_params, self.store, self._sock_lb)
             await self._service_lb.start()
             self.backend.lb_dump = self._service_lb.dump
         elif p.kube_proxy_mode is not None:

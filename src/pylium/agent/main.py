@@ -5,6 +5,7 @@
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
                  [--kube-proxy-mode iptables|nftables]
+                 [--bpf-lb-algorithm random|maglev] [--bpf-lb-maglev-table-size M]
                  [--routing-mode native|tunnel] [--uplink DEVICE]
                  [--enable-bpf-masquerade --native-routing-cidr CIDR]
 
@@ -26,8 +27,11 @@ from pathlib import Path
 
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
+from pylium.datapath.lbconfig import LBConfig
 from pylium.ipam import IpamMode
 from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
+from pylium.loadbalancer.maglev import DEFAULT_TABLE_SIZE, TABLE_SIZES
+from pylium.loadbalancer.model import Algorithm
 from pylium.policy import Enforcement, PolicyConfig
 from pylium.routing import RoutingMode
 
@@ -120,6 +124,21 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         " node the cgroup v2 root); required with --kube-proxy-replacement true",
     )
     parser.add_argument(
+        "--bpf-lb-algorithm",
+        choices=[a.value for a in Algorithm],
+        default=Algorithm.RANDOM.value,
+        help="backend selection of services without the lb-algorithm annotation (maglev:"
+        " per-packet paths only; socket LB always picks at random, as Cilium's)",
+    )
+    parser.add_argument(
+        "--bpf-lb-maglev-table-size",
+        type=int,
+        choices=TABLE_SIZES,
+        default=DEFAULT_TABLE_SIZE,
+        metavar="M",
+        help=f"Maglev table size, a prime of {TABLE_SIZES} (default {DEFAULT_TABLE_SIZE})",
+    )
+    parser.add_argument(
         "--policy-enforcement",
         choices=[m.value for m in Enforcement],
         default=Enforcement.DEFAULT.value,
@@ -163,6 +182,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         kube_proxy_replacement=kube_proxy_replacement,
         cgroup=args.cgroup,
         kube_proxy_mode=KubeProxyMode(args.kube_proxy_mode) if args.kube_proxy_mode else None,
+        lb=LBConfig(Algorithm(args.bpf_lb_algorithm), args.bpf_lb_maglev_table_size),
         policy=PolicyConfig(Enforcement(args.policy_enforcement), args.policy_audit_mode),
         on_step=_crash_hook(crash_at) if crash_at else None,
     )
