@@ -322,3 +322,13 @@ def test_that_an_icmp_rule_allows_its_type_only(objs, maps):
     other = prog_run(objs.to_container, to_a(timestamp))
 
     assert (echo.retval, other.retval) == (TC_ACT_OK, TC_ACT_SHOT)
+
+
+def test_that_an_sctp_only_policy_still_isolates_tcp_and_udp(objs, maps):
+    # The kernel has no SCTP: the rows exist, but they open nothing TCP or UDP can use.
+    maps.sync(101, policy({INGRESS}, {PolicyKey(INGRESS, 0, 132, 80, 16): ALLOW}))
+
+    tcp = prog_run(objs.to_container, to_a(pk.tcp(B_IP, A_IP, 40000, 80, pk.TCP_SYN)))
+    udp = prog_run(objs.to_container, to_a(pk.udp(B_IP, A_IP, 40000, 80)))
+
+    assert (tcp.retval, udp.retval) == (TC_ACT_SHOT, TC_ACT_SHOT)
