@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "observe": "pylium.cli.observe:observe_cmd",
     "bench": "pylium.cli.bench:bench_group",
     "connectivity": "pylium.cli.connectivity:connectivity_group",
+    "conformance": "pylium.cli.conformance:conformance_group",
     "policy": "pylium.cli.policy:policy_group",
 }
 

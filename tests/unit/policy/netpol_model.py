@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pylium.api import validate
+from pylium.lab.conformance.cases import CASES_FILE, NAME_LABEL, load_cases, substitute
 from pylium.policy import Repository, trace
 
-CASES_FILE = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "conformance" / "netpol" / "cases.yaml"
-)
-NAME_LABEL = "kubernetes.io/metadata.name"
+__all__ = ["CASES_FILE", "NAME_LABEL", "Model", "load_cases", "run_case"]
+
 POD_SUBNET = ipaddress.ip_network("10.244.1.0/24")
-
-
-def load_cases() -> dict[str, Any] | None:
-    """The case file, or None when this checkout has no shared directory beside it."""
-    if not CASES_FILE.exists():
-        return None
-    with CASES_FILE.open() as f:
-        data: dict[str, Any] = yaml.safe_load(f)
-    return data
 
 
 @dataclass
@@ -86,17 +73,7 @@ class Model:
 
     def substitute(self, value: Any) -> Any:
         """Replace `{{hostCIDR:NS/POD}}` / `{{wideCIDR:NS/POD}}` with the pod's address."""
-        if isinstance(value, dict):
-            return {k: self.substitute(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.substitute(v) for v in value]
-        if isinstance(value, str) and value.startswith("{{") and value.endswith("}}"):
-            kind, _, pod = value[2:-2].partition(":")
-            ip = self.ips[pod]
-            if kind == "hostCIDR":
-                return f"{ip}/32"
-            return str(ipaddress.ip_network(f"{ip}/4", strict=False))
-        return value
+        return substitute(value, self.ips)
 
     def apply(self, action: dict[str, Any]) -> None:
         """One step action of the case file."""

@@ -1,0 +1,1 @@
+"""Conformance harnesses run against a lab: the NetworkPolicy truth-table cases."""
