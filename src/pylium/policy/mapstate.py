@@ -5,8 +5,9 @@ identity (`sec_label`, 0 = any identity), the direction bit, the protocol (0 = a
 destination port, where a port range is split into power-of-two blocks, each one key whose
 prefix length leaves the block's low bits out (`port_range_prefixes`).
 
-Lookup, as the datapath must do it: one LPM lookup with the peer's identity and one with
-identity 0; a deny hit in either wins, otherwise any allow hit passes. `EndpointPolicy.entries`
+Lookup, as the datapath must do it: one LPM lookup with the peer's identity, one with the
+CIDR class of the peer's address (if a CIDR rule's prefix holds it) and one with identity 0; a
+deny hit in any wins, otherwise any allow hit passes. `EndpointPolicy.entries`
 never holds an allow that a deny of the same or any identity covers, so a single LPM lookup
 per identity cannot return an allow shadowing a broader deny.
 

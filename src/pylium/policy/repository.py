@@ -3,9 +3,11 @@
 It mirrors what the agent learns from the store. Pods and namespaces give endpoints their
 identities (Cilium's pod labels through the identity label filter); each identity that appears
 or vanishes goes through the selector cache, which updates its selections incrementally.
-Policies become rules; their CIDR peers get node-local CIDR identities. After each change the
-endpoints' policies are recomputed and subscribers hear which endpoints' policies changed:
-the datapath step's reconciler job writes those into the endpoints' policy maps.
+Policies become rules; each prefix their CIDR peers name gets two CIDR class identities
+(`cidr_classes`: for peers outside the cluster and for in-cluster ones, bpf/lib/policy.h).
+After each change the endpoints' policies are recomputed and subscribers hear which
+endpoints' policies changed: the datapath step's reconciler job writes those into the
+endpoints' policy maps.
 
 Identity numbers come from a `Numbering`: in the agent, the identity allocator (its cache
 knows cluster-wide ids; CIDR labels give node-local ids); here `IdentityNumbers`, seeded with
