@@ -194,7 +194,7 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "pod-to-service",
-        "client to each echo pod's ClusterIP Service (TCP and UDP; socket LB)",
+        "client to each echo pod's ClusterIP Service (TCP and UDP)",
         _services,
     ),
     Scenario(
