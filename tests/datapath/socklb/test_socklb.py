@@ -3,7 +3,10 @@ a Service and its EndpointSlices on a sqlite store. A process moved into the cgr
 a scratch netns whose loopback holds the backends on 127.0.0.2/.3) reaches a backend through
 the ClusterIP, sees the ClusterIP as its peer and as the source of UDP replies, and gets
 ECONNREFUSED from a service without endpoints, and finds a NodePort on the node's address once
-the ipcache says it is the host; a process outside the cgroup is untouched.
+the ipcache says it is the host; a process outside the cgroup is untouched. The feature tests:
+ClientIP affinity sticks and expires, internalTrafficPolicy=Local keeps to the node's backend
+(and fails the connect when there is none), a terminating backend gets no new connections while
+an established one keeps working, and named target ports of a multi-port service resolve.
 
 Everything is test-owned: netns `pyl-tk-<random>`, cgroup and pins `.../pylium/tk-<random>`."""
 
@@ -25,12 +28,13 @@ from pylium.datapath import libbpf
 from pylium.datapath.maps import RawMap
 from pylium.datapath.socklb import HOOKS, RootCgroupRefused, SockLB, link_pin
 from pylium.ipcache.encoding import VALUE, lpm_key
+from pylium.loadbalancer.encoding import SERVICE_VALUE
 from pylium.loadbalancer.reconciler import ServiceLB, ServiceLBParams
 from pylium.operator.endpointslices import desired_slices
 from pylium.paths import BPFFS_ROOT, CGROUP_ROOT
 from pylium.store import Object
 from pylium.store.sqlite import SqliteStore
-from tests.support import eventually
+from tests.support import eventually, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -56,8 +60,20 @@ def udp(ip):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, 5353))
     while True:
         data, peer = s.recvfrom(100); s.sendto(ip.encode(), peer)
+def answer(c, ip):
+    with c:
+        while True:
+            c.sendall(f"{ip}:9090".encode())
+            if not c.recv(100):
+                return
+def hold(ip):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, 9090)); s.listen(16)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=answer, args=(c, ip), daemon=True).start()
 for ip in sys.argv[1:]:
-    for f in (tcp, udp):
+    for f in (tcp, udp, hold):
         threading.Thread(target=f, args=(ip,), daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()
@@ -80,6 +96,14 @@ if udp_port:
     except OSError as e:
         out["udp_errno"] = e.errno
 print(json.dumps(out))
+"""
+
+HOLD_CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print(s.recv(100).decode(), s.getpeername()[0], flush=True)
+for line in sys.stdin:
+    s.sendall(b"again"); print(s.recv(100).decode(), s.getpeername()[0], flush=True)
 """
 
 
@@ -141,12 +165,20 @@ def service(name: str, cluster_ip: str) -> Object:
     }
 
 
-def pod(name: str, app: str, ip: str) -> Object:
+PORTS = [
+    {"name": "web", "containerPort": 8080},
+    {"name": "hold", "containerPort": 9090},
+    {"name": "dns", "containerPort": 5353, "protocol": "UDP"},
+]
+"""The servers' ports, named (for named targetPorts)."""
+
+
+def pod(name: str, app: str, ip: str, node: str = NODE) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "test", "labels": {"app": app}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "x"}]},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x", "ports": PORTS}]},
         "status": {"phase": "Running", "podIP": ip,
                    "conditions": [{"type": "Ready", "status": "True"}]},
     }  # fmt: skip
@@ -173,19 +205,42 @@ async def fill(store: SqliteStore) -> None:
             await store.create(sl)
 
 
+def in_lab(netns: str, cgroup: Path | None, script: str, *args: object) -> list[str]:
+    """The command running a Python script in the netns, inside `cgroup` if given."""
+    run = f"exec nsenter --net=/var/run/netns/{netns} -- {sys.executable} -I -c '{script}'"
+    run += "".join(f" {a}" for a in args)
+    if cgroup is not None:
+        run = f"echo $$ > {cgroup}/cgroup.procs && {run}"
+    return ["sh", "-c", run]
+
+
 def client(
     netns: str, cgroup: Path | None, target: str, port: int = 80, udp_port: int = 53
 ) -> dict[str, Any]:
     """Run CLIENT in the netns, inside `cgroup` if given (udp_port 0: TCP only)."""
-    run = (
-        f"exec nsenter --net=/var/run/netns/{netns} -- {sys.executable} -I -c '{CLIENT}'"
-        f" {target} {port} {udp_port}"
-    )
-    if cgroup is not None:
-        run = f"echo $$ > {cgroup}/cgroup.procs && {run}"
-    done = subprocess.run(["sh", "-c", run], capture_output=True, text=True, check=True)
+    cmd = in_lab(netns, cgroup, CLIENT, target, port, udp_port)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+async def create(store: SqliteStore, svc: Object, pods: list[Object]) -> None:
+    """A service and its EndpointSlices (as the operator would write them) from `pods`."""
+    await store.create(svc)
+    for sl in desired_slices(svc, pods) or []:
+        await store.apply(sl)
+
+
+async def serve(store: SqliteStore, sock: SockLB, entries: int) -> ServiceLB:
+    """A started ServiceLB, once the services map holds `entries` entries."""
+    component = ServiceLB(ServiceLBParams(NODE), store, sock)
+    await component.start()
+
+    async def filled() -> bool:
+        return len(sock.contents()["services"]) == entries
+
+    await eventually(filled)
+    return component
 
 
 async def test_socket_lb_translates_for_the_cgroup_only(lab, servers, store) -> None:
@@ -291,3 +346,101 @@ async def test_client_ip_affinity_keeps_a_netns_on_one_backend(lab, servers, sto
         # Without affinity 12 random picks all alike would happen once in 2048 runs.
         answers = {client(netns, cgroup, STICKY_IP, 80, 0)["tcp"] for _ in range(12)}
         assert len(answers) == 1 and answers <= set(BACKENDS)
+
+
+async def test_client_ip_affinity_expires_after_its_timeout(lab, servers, store) -> None:
+    netns, cgroup, pins = lab
+    sticky = service("sticky", STICKY_IP)
+    sticky["spec"].update(
+        sessionAffinity="ClientIP",
+        sessionAffinityConfig={"clientIP": {"timeoutSeconds": 1}},
+        selector={"app": "web"},
+    )
+    await create(store, sticky, [pod(f"web-{i}", "web", ip) for i, ip in enumerate(BACKENDS)])
+    with SockLB.load(pins, cgroup) as sock:
+        await (await serve(store, sock, 6)).stop()
+        first = client(netns, cgroup, STICKY_IP, 80, 0)["tcp"]
+        assert {client(netns, cgroup, STICKY_IP, 80, 0)["tcp"] for _ in range(4)} == {first}
+        # Idle for longer than the timeout, the next connect chooses afresh: another backend
+        # within a few tries (each choice is a coin flip, then sticky again).
+        wait_for(
+            lambda: client(netns, cgroup, STICKY_IP, 80, 0)["tcp"] != first,
+            timeout=20,
+            interval=1.3,
+        )
+
+
+async def test_internal_traffic_policy_local_keeps_to_the_node(lab, servers, store) -> None:
+    netns, cgroup, pins = lab
+    local = service("local", CLUSTER_IP)
+    local["spec"].update(internalTrafficPolicy="Local", selector={"app": "web"})
+    far = service("far", EMPTY_IP)
+    far["spec"]["internalTrafficPolicy"] = "Local"
+    pods = [pod("web-0", "web", BACKENDS[0]), pod("web-1", "web", BACKENDS[1], "tk-node2")]
+    await create(store, local, pods)
+    await create(store, far, [pod("far-0", "far", BACKENDS[1], "tk-node2")])
+    with SockLB.load(pins, cgroup) as sock:
+        # local: 2 ports x (slot 0 + the local backend); far: 2 ports x slot 0
+        await (await serve(store, sock, 6)).stop()
+        for _ in range(8):
+            out = client(netns, cgroup, CLUSTER_IP)
+            assert (out["tcp"], out["udp"]) == (BACKENDS[0], BACKENDS[0])
+        # Endpoints only on another node: the connect fails on this one (dropped, not
+        # rejected, as kube-proxy does), it does not go to the other node's backend.
+        unreachable = client(netns, cgroup, EMPTY_IP)
+        assert (unreachable["tcp_errno"], unreachable["udp_errno"]) == (113, 113)
+
+
+async def test_a_terminating_backend_keeps_its_connections_but_gets_no_new_ones(
+    lab, servers, store
+) -> None:
+    netns, cgroup, pins = lab
+    svc = service("term", CLUSTER_IP)
+    svc["spec"]["ports"] = [{"name": "hold", "port": 90, "targetPort": 9090, "protocol": "TCP"}]
+    pods = [pod(f"term-{i}", "term", ip) for i, ip in enumerate(BACKENDS)]
+    await create(store, svc, pods)
+    with SockLB.load(pins, cgroup) as sock, subprocess.Popen(
+        in_lab(netns, cgroup, HOLD_CLIENT, CLUSTER_IP, 90),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as held:  # fmt: skip
+        component = await serve(store, sock, 3)
+        try:
+            assert held.stdin is not None and held.stdout is not None
+            answer, peer = held.stdout.readline().split()
+            assert peer == CLUSTER_IP
+            backend = answer.split(":")[0]
+            # That backend's pod is being deleted: serving, terminating, not ready.
+            gone = next(p for p in pods if p["status"]["podIP"] == backend)
+            gone["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            for sl in desired_slices(svc, pods) or []:
+                await store.apply(sl)
+
+            async def quarantined() -> bool:
+                values = [SERVICE_VALUE.unpack(v) for v in sock.contents()["services"].values()]
+                return any((count, qcount) == (1, 1) for _, count, _, _, _, qcount in values)
+
+            await eventually(quarantined)
+            others = {client(netns, cgroup, CLUSTER_IP, 90, 0)["tcp"] for _ in range(8)}
+            assert others == {f"{b}:9090" for b in BACKENDS if b != backend}
+            held.stdin.write("again\n")
+            held.stdin.flush()
+            assert held.stdout.readline().split() == [f"{backend}:9090", CLUSTER_IP]
+        finally:
+            held.kill()
+            await component.stop()
+
+
+async def test_named_target_ports_of_a_multi_port_service(lab, servers, store) -> None:
+    netns, cgroup, pins = lab
+    svc = service("named", CLUSTER_IP)
+    svc["spec"]["ports"] = [
+        {"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"},
+        {"name": "hold", "port": 90, "targetPort": "hold", "protocol": "TCP"},
+        {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+    ]
+    await create(store, svc, [pod("named-0", "named", BACKENDS[0])])
+    with SockLB.load(pins, cgroup) as sock:
+        await (await serve(store, sock, 6)).stop()  # 3 ports x (slot 0 + 1 backend)
+        web = client(netns, cgroup, CLUSTER_IP, 80, 53)
+        assert (web["tcp"], web["peer"], web["udp"]) == (BACKENDS[0], CLUSTER_IP, BACKENDS[0])
+        assert client(netns, cgroup, CLUSTER_IP, 90, 0)["tcp"] == f"{BACKENDS[0]}:9090"
