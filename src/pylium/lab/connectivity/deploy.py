@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,10 @@ HOST_PORT = 4240
 """The node listener's TCP port (Cilium's health port)."""
 RUNNING_TIMEOUT = 60.0
 LISTENER_TIMEOUT = 10.0
+SERVICE_TIMEOUT = 30.0
+"""Seconds every node may take to program the test's services."""
+PROBES_AT_ONCE = 4
+"""Probe processes run side by side: enough to hide their start-up, few for a 2-core machine."""
 LB_IP_TIMEOUT = 30.0
 """Seconds the operator may take to give the LoadBalancer Services their addresses."""
 ECHO_LABEL = {"kind": "echo"}
@@ -295,10 +300,38 @@ def deploy(lab: LabRecord) -> Deployment:
         for node_name, ip in sorted(ips.items()):
             deployment.listener_pids.append(_start_listener(lab, node_name, ip))
             deployment.host_ips[node_name] = ip
+        _wait_programmed(deployment)
     except BaseException:
         deployment.stop()
         raise
     return deployment
+
+
+def _wait_programmed(d: Deployment) -> None:
+    """Wait until the nodes serve the test's services, as Cilium's test waits for each
+    service and NodePort to become ready: each echo ClusterIP and, on every node, its TCP
+    NodePort answer, and the no-backends ClusterIP refuses. A new service is seen by each agent
+    a moment after its creation (before its EndpointSlice, it is refused). Gives up silently
+    after SERVICE_TIMEOUT: the scenarios then show what does not work."""
+    Check = tuple[str, int, str | None]
+    checks: list[Check] = [(d.service_ips[n], ECHO_TCP, n) for n in d.node_ports]
+    checks += [(ip, ports[0], n) for n, ports in d.node_ports.items() for ip in d.host_ips.values()]
+    if NO_BACKENDS in d.service_ips:
+        checks.append((d.service_ips[NO_BACKENDS], ECHO_TCP, None))
+    deadline = time.monotonic() + SERVICE_TIMEOUT
+
+    def wait(check: Check) -> None:
+        dest, port, answer = check
+        while time.monotonic() < deadline:
+            seen = probe_from(d, "client", dest, port, "tcp", timeout=1.0)
+            if (seen.get("answer"), seen.get("reason")) == (
+                (answer, None) if answer else (None, "refused")
+            ):
+                return
+            time.sleep(0.2)
+
+    with ThreadPoolExecutor(PROBES_AT_ONCE) as pool:
+        list(pool.map(wait, checks))
 
 
 def probe_from(

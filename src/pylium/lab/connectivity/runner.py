@@ -1,6 +1,6 @@
 """Running the connectivity test: select scenarios, deploy, probe, collect results.
 
-Probes run PARALLEL at a time (each is a short process of its own; a one-answer scenario's
+Probes run PROBES_AT_ONCE at a time (each is a short process of its own; a one-answer scenario's
 one after another); results are reported in scenario order.
 """
 
@@ -12,12 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pylium.lab.connectivity.deploy import Deployment, deploy, probe_from
+from pylium.lab.connectivity.deploy import PROBES_AT_ONCE, Deployment, deploy, probe_from
 from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Refused, Scenario
 from pylium.lab.record import LabRecord
-
-PARALLEL = 4
-"""Probes at once: enough to hide the probes' start-up, few for a 2-core machine."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def run_scenarios(
         return [_run_action(deployment, a, probe) for a in actions]
 
     results = []
-    with ThreadPoolExecutor(PARALLEL) as pool:
+    with ThreadPoolExecutor(PROBES_AT_ONCE) as pool:
         planned = []
         for scenario in scenarios:
             actions = scenario.actions(deployment)
