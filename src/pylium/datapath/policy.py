@@ -63,7 +63,7 @@ from pylium.policy import (
     encode_key,
 )
 from pylium.policy.rules import Direction, PolicyRef
-from pylium.policy.selector import Network
+from pylium.policy.selector import Network, cidr_class_labels
 from pylium.policy.watcher import PolicyWatcher
 from pylium.store import Store
 
@@ -250,6 +250,10 @@ class CidrClasses:
             decode_key(bytes(k)): (v.world, v.cluster) for k, v in self._map.items()
         }
 
+    def held(self) -> dict[IPv4Network, tuple[int, int]]:
+        """The classes as last written (after a restart: as the pinned map holds them)."""
+        return dict(self._have)
+
     def sync(self, classes: Mapping[Network, tuple[int, int]]) -> int:
         """Write new and changed classes, then delete stale ones; returns kernel writes."""
         desired = {p: ids for p, ids in classes.items() if isinstance(p, IPv4Network)}
@@ -276,12 +280,23 @@ class AllocatorNumbering:
     def __init__(self, allocator: IdentityAllocator) -> None:
         self._allocator = allocator
         self._pending: dict[Labels, int] = {}
+        self._next = PENDING_BASE
 
     def number(self, labels: Labels) -> int:
         found = self._allocator.lookup(labels)
         if found is not None:
             return found.id
-        return self._pending.setdefault(labels, PENDING_BASE + len(self._pending))
+        number = self._pending.get(labels)
+        if number is None:
+            number = self.keep(labels, self._next)
+        return number
+
+    def keep(self, labels: Labels, number: int) -> int:
+        """Give a label set the placeholder it had before a restart (the pinned maps still
+        use it: numbering it anew could give its number to another set for a moment)."""
+        self._pending[labels] = number
+        self._next = max(self._next, number + 1)
+        return number
 
 
 @dataclass(frozen=True)
@@ -313,7 +328,8 @@ class PolicyEnforcement:
         local_endpoints: Callable[[], dict[str, int]],
     ) -> None:
         self.params = params
-        self.repo = Repository(params.config, AllocatorNumbering(allocator))
+        self._numbering = AllocatorNumbering(allocator)
+        self.repo = Repository(params.config, self._numbering)
         self.cookies = Cookies()
         self._watcher = PolicyWatcher(store, self.repo)
         self._local = local_endpoints
@@ -330,12 +346,15 @@ class PolicyEnforcement:
         self.repo.subscribe(lambda _changed: self._wake.set())
 
     async def start(self) -> None:
-        """Open the pinned maps (as they are: they keep enforcing), mirror the store, then
-        reconcile once before returning."""
+        """Open the pinned maps (as they are: they keep enforcing), keep the CIDR class
+        numbers they use, mirror the store, then reconcile once before returning."""
         names = (MAP_POLICY, MAP_POLICY_EP, MAP_POLICY_CIDR)
         self._raw = [RawMap.from_pin(self.params.pin_dir / n) for n in names]
         self._maps = PolicyMaps(self._raw[0], self._raw[1], self.cookies)
         self._classes = CidrClasses(self._raw[2])
+        for prefix, numbers in self._classes.held().items():
+            for labels, number in zip(cidr_class_labels(prefix), numbers, strict=True):
+                self._numbering.keep(labels, number)
         await self._watcher.start()
         self.reconcile()
         self._task = asyncio.create_task(self._run())

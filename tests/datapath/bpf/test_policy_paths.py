@@ -16,11 +16,12 @@ from pylium.datapath.events import Direction, DropReason, EventType, PolicyVerdi
 from pylium.datapath.ipcache import IPCacheKey, IPCacheValue, ipcache_map
 from pylium.datapath.lxc import EndpointInfo, LxcObjects
 from pylium.datapath.maps import RawMap
-from pylium.datapath.policy import CidrClasses, Cookies, PolicyMaps
+from pylium.datapath.policy import AllocatorNumbering, CidrClasses, Cookies, PolicyMaps
 from pylium.datapath.testrun import prog_run
 from pylium.ipcache import Entry, Source
 from pylium.policy import EndpointPolicy, PolicyEntry, PolicyKey, port_range_prefixes
 from pylium.policy.rules import Direction as PolicyDirection
+from pylium.policy.selector import cidr_class_labels
 from tests.datapath.bpf import packets as pk
 from tests.datapath.bpf.conftest import (
     A_IP,
@@ -332,3 +333,27 @@ def test_that_an_sctp_only_policy_still_isolates_tcp_and_udp(objs, maps):
     udp = prog_run(objs.to_container, to_a(pk.udp(B_IP, A_IP, 40000, 80)))
 
     assert (tcp.retval, udp.retval) == (TC_ACT_SHOT, TC_ACT_SHOT)
+
+
+def test_that_a_restarted_agent_keeps_the_cidr_class_numbers_its_maps_use(objs):
+    # Renumbered anew, a class number could mean another prefix for a moment: a hole.
+    wide, one = IPv4Network("10.0.0.0/8"), IPv4Network(f"{OUTSIDE_IP}/32")
+    CidrClasses(objs.policy_cidr).sync({wide: (ALL_OUT, ALL_IN), one: (ONE_OUT, ONE_IN)})
+
+    held = CidrClasses(_reopen(objs.policy_cidr)).held()
+    numbering = AllocatorNumbering(_NoIdentities())  # type: ignore[arg-type]
+    for prefix, numbers in held.items():
+        for labels, number in zip(cidr_class_labels(prefix), numbers, strict=True):
+            numbering.keep(labels, number)
+
+    assert held == {wide: (ALL_OUT, ALL_IN), one: (ONE_OUT, ONE_IN)}
+    assert [numbering.number(labels) for labels in cidr_class_labels(one)] == [ONE_OUT, ONE_IN]
+    fresh = cidr_class_labels(IPv4Network("192.0.2.0/24"))[0]
+    assert numbering.number(fresh) == ONE_IN + 1
+
+
+class _NoIdentities:
+    """An identity allocator that knows no label set (every number is a placeholder)."""
+
+    def lookup(self, labels: object) -> None:
+        return None
