@@ -108,6 +108,53 @@ class RawMap:
     def pin(self, path: os.PathLike[str] | str) -> None:
         libbpf.obj_pin(self.fd, os.fspath(path))
 
+    def update_batch(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Insert or replace many encoded entries in one BPF_MAP_UPDATE_BATCH syscall (one
+        value per key: not for per-CPU maps)."""
+        if not entries:
+            return
+        keys = b"".join(k for k, _ in entries)
+        values = b"".join(v for _, v in entries)
+        ks, vs = self.info.key_size, self.info.value_size
+        if len(keys) != len(entries) * ks or len(values) != len(entries) * vs:
+            raise BpfError(errno.EINVAL, f"map {self.name}: every entry must be {ks}/{vs} bytes")
+        n = ctypes.c_uint32(len(entries))
+        ret = libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(n), None)
+        _check_batch(ret, f"batch update {self.name}")
+
+    def lookup_batch(self, chunk: int = 256) -> list[tuple[bytes, bytes]]:
+        """Every entry, encoded, read `chunk` at a time with BPF_MAP_LOOKUP_BATCH (one value
+        per key: not for per-CPU maps)."""
+        ks, vs = self.info.key_size, self.info.value_size
+        out: list[tuple[bytes, bytes]] = []
+        keys = ctypes.create_string_buffer(ks * chunk)
+        values = ctypes.create_string_buffer(vs * chunk)
+        # The batch cursor is opaque to user space; a hash map uses a u32 bucket index.
+        in_batch = ctypes.c_uint64()
+        out_batch = ctypes.c_uint64()
+        first = True
+        while True:
+            n = ctypes.c_uint32(chunk)
+            ret = libbpf.lib().bpf_map_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(in_batch),
+                ctypes.byref(out_batch),
+                keys,
+                values,
+                ctypes.byref(n),
+                None,
+            )
+            if ret < 0 and ret != -errno.ENOENT:
+                _check_batch(ret, f"batch lookup {self.name}")
+            kraw, vraw = keys.raw, values.raw
+            out.extend(
+                (kraw[i * ks : (i + 1) * ks], vraw[i * vs : (i + 1) * vs]) for i in range(n.value)
+            )
+            if ret == -errno.ENOENT:
+                return out
+            in_batch.value = out_batch.value
+            first = False
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -219,52 +266,20 @@ class Map(Generic[K, V]):
 
     def update_batch(self, entries: Sequence[tuple[K, V]]) -> None:
         """Insert or replace many entries in one syscall (not for per-CPU maps)."""
-        if self.per_cpu:
-            raise TypeError(f"{self.name} is per-CPU: batch operations take one value per key")
-        if not entries:
-            return
-        count = len(entries)
-        keys = (self.key_type * count)(*(k for k, _ in entries))
-        values = (self.value_type * count)(*(v for _, v in entries))
-        n = ctypes.c_uint32(count)
-        ret = libbpf.lib().bpf_map_update_batch(self.raw.fd, keys, values, ctypes.byref(n), None)
-        _check_batch(ret, f"batch update {self.name}")
+        self._no_per_cpu()
+        self.raw.update_batch([(bytes(k), bytes(v)) for k, v in entries])
 
     def lookup_batch(self, chunk: int = 256) -> list[tuple[K, V]]:
         """Every entry, read `chunk` at a time with BPF_MAP_LOOKUP_BATCH (not per-CPU maps)."""
+        self._no_per_cpu()
+        return [
+            (self.key_type.from_buffer_copy(k), self.value_type.from_buffer_copy(v))
+            for k, v in self.raw.lookup_batch(chunk)
+        ]
+
+    def _no_per_cpu(self) -> None:
         if self.per_cpu:
             raise TypeError(f"{self.name} is per-CPU: batch operations take one value per key")
-        out: list[tuple[K, V]] = []
-        keys = (self.key_type * chunk)()
-        values = (self.value_type * chunk)()
-        # The batch cursor is opaque to user space; a hash map uses a u32 bucket index.
-        in_batch = ctypes.c_uint64()
-        out_batch = ctypes.c_uint64()
-        first = True
-        while True:
-            n = ctypes.c_uint32(chunk)
-            ret = libbpf.lib().bpf_map_lookup_batch(
-                self.raw.fd,
-                None if first else ctypes.byref(in_batch),
-                ctypes.byref(out_batch),
-                keys,
-                values,
-                ctypes.byref(n),
-                None,
-            )
-            if ret < 0 and ret != -errno.ENOENT:
-                _check_batch(ret, f"batch lookup {self.name}")
-            out.extend(
-                (
-                    self.key_type.from_buffer_copy(keys[i]),
-                    self.value_type.from_buffer_copy(values[i]),
-                )
-                for i in range(n.value)
-            )
-            if ret == -errno.ENOENT:
-                return out
-            in_batch.value = out_batch.value
-            first = False
 
 
 def _check_batch(ret: int, context: str) -> None:

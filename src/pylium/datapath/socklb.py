@@ -126,16 +126,18 @@ class SockLB:
         """Write one delta: upserts in reference order, then deletes in reverse order (a
         missing key is success)."""
         for m in _UPSERT_ORDER:
-            write = _update_maglev if m == MAGLEV else _update
-            for key, value in sorted(delta.upserts[m].items()):
-                write(self.maps[m], key, value)
+            if m == MAGLEV:
+                for key, value in sorted(delta.upserts[m].items()):
+                    _update_maglev(self.maps[m], key, value)
+            else:  # one syscall per map (a full sync of 30 000 services writes 180 000)
+                self.maps[m].update_batch(list(delta.upserts[m].items()))
         for m in _DELETE_ORDER:
             for key in sorted(delta.deletes[m]):
                 _delete(self.maps[m], key)
 
     def contents(self) -> dict[str, dict[bytes, bytes]]:
         """Every agent-owned map as it is in the kernel (Maglev: the inner maps' values)."""
-        out = {m: dict(_items(raw)) for m, raw in self.maps.items() if m != MAGLEV}
+        out = {m: dict(raw.lookup_batch(4096)) for m, raw in self.maps.items() if m != MAGLEV}
         out[MAGLEV] = {k: _inner_value(v) for k, v in _items(self.maps[MAGLEV])}
         return out
 
@@ -180,11 +182,6 @@ def _attach(coll: Collection, prog_name: str, attach: AttachType, cgroup: Path, 
     return link
 
 
-def _update(raw: RawMap, key: bytes, value: bytes) -> None:
-    _check_sizes(raw, key, value)
-    libbpf.check(libbpf.lib().bpf_map_update_elem(raw.fd, key, value, 0), f"update {raw.name}")
-
-
 def _update_maglev(outer: RawMap, key: bytes, value: bytes) -> None:
     """A fresh inner array holding `value`, swapped in for `key`'s old one in one update."""
     lib = libbpf.lib()
@@ -194,7 +191,7 @@ def _update_maglev(outer: RawMap, key: bytes, value: bytes) -> None:
     )
     try:
         libbpf.check(lib.bpf_map_update_elem(fd, _ZERO, value, 0), "fill maglev table")
-        _update(outer, key, fd.to_bytes(4, "little"))
+        outer.update_batch([(key, fd.to_bytes(4, "little"))])
     finally:
         os.close(fd)
 
@@ -216,15 +213,6 @@ def _delete(raw: RawMap, key: bytes) -> None:
     ret = libbpf.lib().bpf_map_delete_elem(raw.fd, key)
     if ret != -errno.ENOENT:
         libbpf.check(ret, f"delete from {raw.name}")
-
-
-def _check_sizes(raw: RawMap, key: bytes, value: bytes) -> None:
-    if len(key) != raw.info.key_size or len(value) != raw.info.value_size:
-        raise BpfError(
-            errno.EINVAL,
-            f"map {raw.name}: entry {len(key)}/{len(value)} bytes,"
-            f" kernel has {raw.info.key_size}/{raw.info.value_size}",
-        )
 
 
 def _items(raw: RawMap) -> Iterator[tuple[bytes, bytes]]:
