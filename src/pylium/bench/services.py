@@ -14,9 +14,12 @@ service k has ClusterIP 10.96.0.0+k+1 port 80 and backends 10.200.0.0+2k and +2k
 
 Measured per size and mode: the full sync (empty kernel state -> N services: encoding plus
 iptables-restore / nft -f / map writes), the connect() latency to the service programmed last
-(the last rule of KUBE-SERVICES) over fresh connections from a Python client (p50, p99), and
-the time to add one service and to remove it again (incremental syncs; median of 3 cycles).
-The table's own bookkeeping (store objects -> states) is outside every timing.
+(the last rule of KUBE-SERVICES) over fresh connections (p50, p99), the p50 of a direct
+connect() to one of its backends in the same namespaces before anything is programmed (the
+handshake alone: the service's own cost is the difference), and the time to add one service
+and to remove it again (incremental syncs; median of 3 cycles). The client is connect.c,
+compiled once per run, the same for every mode: it times the syscall alone. The table's own
+bookkeeping (store objects -> states) is outside every timing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,19 +85,20 @@ while True:
     s.accept()[0].close()
 """
 
-CLIENT = """
-import json, socket, struct, sys, time
-ip, port, count, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-linger = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT piling up
-out = []
-for i in range(warmup + count):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-    t = time.perf_counter_ns(); s.connect((ip, port)); t = time.perf_counter_ns() - t
-    s.close()
-    if i >= warmup:
-        out.append(t)
-print(json.dumps(out))
-"""
+CLIENT_SOURCE = Path(__file__).with_name("connect.c")
+CC = "clang"
+"""The compiler the BPF build needs anyway."""
+
+
+def build_client(out_dir: Path) -> Path:
+    """Compile connect.c into `out_dir`; returns the binary."""
+    out = out_dir / "connect"
+    subprocess.run(
+        [CC, "-O2", "-Wall", "-Werror", "-o", str(out), str(CLIENT_SOURCE)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class Result:
     full_sync_ms: float
     connect_p50_ms: float
     connect_p99_ms: float
+    direct_p50_ms: float
+    """A connect() straight to a backend, nothing programmed yet: the handshake alone."""
     add_ms: float
     remove_ms: float
 
@@ -160,8 +167,9 @@ def percentile(values: list[float], q: float) -> float:
 class Topology:
     """A client and a node namespace joined by a veth, a listener in the node."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, client_bin: Path) -> None:
         self.client, self.node = f"{base}-c", f"{base}-n"
+        self.client_bin = client_bin
         self._server: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Topology:
@@ -203,8 +211,15 @@ class Topology:
     def connect_times(self, ip: str, cgroup_dir: Path) -> list[float]:
         """Milliseconds of each of CONNECTS fresh connect() calls from the client (run in
         `cgroup_dir`) to ip:SERVICE_PORT."""
-        argv = [*self.enter(self.client), sys.executable, "-c", CLIENT, ip]
-        argv += [str(SERVICE_PORT), str(CONNECTS), str(WARMUP)]
+        return self._connect_times(ip, SERVICE_PORT, cgroup_dir)
+
+    def direct_times(self, target: int, cgroup_dir: Path) -> list[float]:
+        """The same, straight to the first backend of service `target`."""
+        return self._connect_times(str(BACKEND_BASE + 2 * target), BACKEND_PORT, cgroup_dir)
+
+    def _connect_times(self, ip: str, port: int, cgroup_dir: Path) -> list[float]:
+        argv = [*self.enter(self.client), str(self.client_bin), ip]
+        argv += [str(port), str(CONNECTS), str(WARMUP)]
         proc = subprocess.run(
             argv,
             capture_output=True,
@@ -236,6 +251,7 @@ def bench_ebpf(size: int, topo: Topology, target: int, pin_dir: Path, cg: Path) 
     """Socket LB: maps filled from the table, sock.o on `cg`."""
     table = build_table(size)
     maps = LBMaps(LBParams(NODE))
+    direct = topo.direct_times(target, cg)
     # one entry per frontend plus one per slot, with room for the added service
     sock = SockLB.load(pin_dir, cg, services_max=max(65536, 3 * (size + 1)))
     try:
@@ -260,7 +276,7 @@ def bench_ebpf(size: int, topo: Topology, target: int, pin_dir: Path, cg: Path) 
         sock.detach()
         sock.close()
         shutil.rmtree(pin_dir, ignore_errors=True)
-    return _result("ebpf", size, full, times, adds, removes)
+    return _result("ebpf", size, full, times, direct, adds, removes)
 
 
 def bench_kube_proxy(mode: Mode, size: int, topo: Topology, target: int, cg: Path) -> Result:
@@ -268,6 +284,7 @@ def bench_kube_proxy(mode: Mode, size: int, topo: Topology, target: int, cg: Pat
     table = build_table(size)
     applier = NetnsApplier(paths.NETNS_DIR / topo.node, IPTABLES, timeout=LOAD_TIMEOUT)
     proxier = Proxier(mode, ProxyParams(NODE), applier)
+    direct = topo.direct_times(target, cg)
     states = table.states()
     start = time.perf_counter()
     proxier.sync_states(states, set())
@@ -287,11 +304,17 @@ def bench_kube_proxy(mode: Mode, size: int, topo: Topology, target: int, cg: Pat
         start = time.perf_counter()
         proxier.sync_states(table.states(), {name})
         removes.append(_ms(start))
-    return _result(str(mode), size, full, times, adds, removes)
+    return _result(str(mode), size, full, times, direct, adds, removes)
 
 
 def _result(
-    mode: str, size: int, full: float, times: list[float], adds: list[float], removes: list[float]
+    mode: str,
+    size: int,
+    full: float,
+    times: list[float],
+    direct: list[float],
+    adds: list[float],
+    removes: list[float],
 ) -> Result:
     return Result(
         mode=mode,
@@ -299,6 +322,7 @@ def _result(
         full_sync_ms=round(full, 3),
         connect_p50_ms=round(statistics.median(times), 4),
         connect_p99_ms=round(percentile(times, 0.99), 4),
+        direct_p50_ms=round(statistics.median(direct), 4),
         add_ms=round(statistics.median(adds), 3),
         remove_ms=round(statistics.median(removes), 3),
     )
@@ -345,14 +369,15 @@ def run_bench(
     pin_root = paths.BPFFS_ROOT / run
     results: list[Result] = []
     try:
-        with bench_cgroup(run) as cg:
+        with bench_cgroup(run) as cg, tempfile.TemporaryDirectory(prefix=run) as tmp:
+            client_bin = build_client(Path(tmp))
             for size in sizes:
                 if not 1 <= size <= MAX_SIZE:
                     raise ValueError(f"size {size}: 1 to {MAX_SIZE} services")
                 target = last_rule_service(size)
                 for mode in modes:
                     progress(f"{size} services: {mode}")
-                    with Topology(f"pyl-{run.replace('-', '')}") as topo:
+                    with Topology(f"pyl-{run.replace('-', '')}", client_bin) as topo:
                         if mode == "ebpf":
                             result = bench_ebpf(size, topo, target, pin_root / str(size), cg)
                         else:
@@ -369,16 +394,24 @@ def run_bench(
 def _row(r: Result) -> str:
     return (
         f"{r.mode:<9} {r.services:>6} {r.connect_p50_ms:>9.3f} {r.connect_p99_ms:>9.3f}"
+        f" {r.direct_p50_ms:>9.3f} {_cost_us(r):>8.1f}"
         f" {r.add_ms:>9.2f} {r.remove_ms:>9.2f} {r.full_sync_ms:>11.1f}"
     )
+
+
+def _cost_us(r: Result) -> float:
+    """What the service adds to a connect(): p50 over the direct p50, in microseconds."""
+    return (r.connect_p50_ms - r.direct_p50_ms) * 1000
 
 
 def render_text(results: list[Result]) -> str:
     """The table, then the eBPF/iptables ratios and eBPF's flatness."""
     lines = [
         "connect() to the last service: p50/p99 over "
-        f"{CONNECTS} fresh connections (ms); add/remove one service; full sync (ms)",
-        f"{'mode':<9} {'svcs':>6} {'p50':>9} {'p99':>9} {'add':>9} {'remove':>9} {'full sync':>11}",
+        f"{CONNECTS} fresh connections (ms); direct: p50 straight to a backend (ms); cost:"
+        " p50 - direct (us); add/remove one service; full sync (ms)",
+        f"{'mode':<9} {'svcs':>6} {'p50':>9} {'p99':>9} {'direct':>9} {'cost':>8}"
+        f" {'add':>9} {'remove':>9} {'full sync':>11}",
     ]
     lines += [_row(r) for r in results]
     by = {(r.mode, r.services): r for r in results}
