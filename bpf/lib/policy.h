@@ -28,6 +28,7 @@
 
 #include "common.h"
 #include "drop.h"
+#include "ipcache.h"
 #include "ipv4.h"
 
 #define POLICY_EP_F_INGRESS 0x01 /* ingress enforced */
@@ -68,11 +69,6 @@ struct policy_ep {
 	__u32 flags; /* POLICY_EP_F_* */
 };
 
-struct policy_cidr_key {
-	__u32 prefixlen; /* host order, as struct bpf_lpm_trie_key wants */
-	__be32 ip;
-};
-
 struct policy_cidr_class {
 	__u32 world;   /* class identity for a peer outside the cluster */
 	__u32 cluster; /* class identity for a peer with an in-cluster identity */
@@ -96,7 +92,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct policy_cidr_key);
+	__type(key, struct ipcache_key); /* an address prefix, as the ipcache's */
 	__type(value, struct policy_cidr_class);
 	__uint(max_entries, 16384);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -121,7 +117,7 @@ static __always_inline struct policy_entry *policy_lookup(__u16 ep_id, __u32 pee
 /* The CIDR class identity of a peer address, 0 when no CIDR rule's prefix holds it. */
 static __always_inline __u32 policy_cidr_class(__be32 addr, __u32 peer)
 {
-	struct policy_cidr_key key = { .prefixlen = 32, .ip = addr };
+	struct ipcache_key key = { .prefixlen = 32, .ip = addr };
 	struct policy_cidr_class *class = bpf_map_lookup_elem(&pylium_policy_cidr, &key);
 
 	if (!class)
