@@ -5,6 +5,7 @@ A case is a txtar archive: a script, then `-- name --` files. Script commands, o
     node NAME                 this node (default lab-node1); only while nothing is loaded
     node-addresses IP...      its addresses (NodePort frontends, nodeport-ips), likewise
     snat-to IP                the proxiers SNAT to IP instead of masquerading, likewise
+    masquerade-all            the proxiers masquerade every service connection, likewise
     algorithm random|maglev   default backend selection
     maglev-table-size M       Maglev table size (cases use 251)
     apply FILE...             add or update the objects (Service, EndpointSlice) in the files
@@ -98,6 +99,7 @@ class Run:
     node: str = "lab-node1"
     addresses: tuple[IPv4Address, ...] = ()
     snat_ip: IPv4Address | None = None
+    masquerade_all: bool = False
     algorithm: Algorithm = Algorithm.RANDOM
     table_size: int = 16381
     table: ServiceTable = field(default_factory=ServiceTable)
@@ -125,7 +127,12 @@ class Run:
 
     def proxy_params(self) -> ProxyParams:
         return ProxyParams(
-            self.node, self.addresses, CLUSTER_CIDR, SERVICE_CIDR, snat_ip=self.snat_ip
+            self.node,
+            self.addresses,
+            CLUSTER_CIDR,
+            SERVICE_CIDR,
+            masquerade_all=self.masquerade_all,
+            snat_ip=self.snat_ip,
         )
 
     def ports(self) -> list[Any]:
@@ -160,7 +167,7 @@ def replay(path: Path, reverse: bool) -> list[str]:
             continue
         cmd, args = words[0], words[1:]
         where = f"{path.name}:{lineno} ({'reverse' if reverse else 'forward'})"
-        if cmd in ("node", "node-addresses", "snat-to"):
+        if cmd in ("node", "node-addresses", "snat-to", "masquerade-all"):
             if run.maps is not None and not run.maps.empty():
                 raise ValueError(f"{where}: {cmd} while services are loaded")
             run.maps = None  # the next sync starts a fresh node
@@ -169,6 +176,8 @@ def replay(path: Path, reverse: bool) -> list[str]:
                 run.node = args[0]
             elif cmd == "snat-to":
                 run.snat_ip = IPv4Address(args[0])
+            elif cmd == "masquerade-all":
+                run.masquerade_all = True
             else:
                 run.addresses = tuple(IPv4Address(a) for a in args)
         elif cmd == "algorithm":
@@ -199,7 +208,12 @@ def replay(path: Path, reverse: bool) -> list[str]:
                         f"--- actual\n{actual}"
                     )
         elif cmd == "empty":
-            skeleton = Run(reverse, addresses=run.addresses, snat_ip=run.snat_ip)
+            skeleton = Run(
+                reverse,
+                addresses=run.addresses,
+                snat_ip=run.snat_ip,
+                masquerade_all=run.masquerade_all,
+            )
             if run.table.states() or not run.lb().empty():
                 run.mismatches.append(f"{where}: state left: {run.lb().dump()}")
             if run.iptables() != skeleton.iptables() or run.nftables() != skeleton.nftables():

@@ -6,8 +6,9 @@ traffic; its last rule sends node-local destinations to `KUBE-NODEPORTS`. A poli
 an endpoint with `statistic --mode random --probability 1/(n-i)` splits (session affinity first
 tries `recent --rcheck` per endpoint) and jumps to `KUBE-SEP-`, which marks hairpin traffic for
 masquerade and DNATs. `KUBE-MARK-MASQ` sets mark 0x4000; `KUBE-POSTROUTING` masquerades what
-carries it (or SNATs it to `ProxyParams.snat_ip`). filter table: services without endpoints are rejected (or dropped: Local policy,
-endpoints elsewhere) in `KUBE-SERVICES` and `KUBE-EXTERNAL-SERVICES`.
+carries it (or SNATs it to `ProxyParams.snat_ip`). filter table: services without endpoints are
+rejected (or dropped: Local policy, endpoints elsewhere) in `KUBE-SERVICES` and
+`KUBE-EXTERNAL-SERVICES`.
 
 A partial sync rewrites the dispatch chains whole (declaring a chain in restore input flushes it)
 but only the changed services' own chains; chains that went away are declared and deleted
@@ -178,6 +179,13 @@ def _ext_rules(
         ]
     rules = []
     if p.uses_cluster_chain:
+        if params.cluster_cidr is not None and params.masquerade_all:
+            # pylium: a same-node backend's reply would pass the node's conntrack otherwise.
+            rules.append(
+                _rule(ext, "-m", "comment", "--comment",
+                      _q(f"masquerade pod traffic for {name} external destinations"),
+                      "-s", str(params.cluster_cidr), "-j", KUBE_MARK_MASQ)
+            )  # fmt: skip
         if params.cluster_cidr is not None:
             rules.append(
                 _rule(ext, "-m", "comment", "--comment",

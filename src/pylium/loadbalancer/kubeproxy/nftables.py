@@ -194,6 +194,12 @@ def service_objects(sp: ServicePort, params: ProxyParams) -> ServiceObjects:
         else:
             rules = []
             if p.uses_cluster_chain:
+                if params.cluster_cidr is not None and params.masquerade_all:
+                    # pylium: a same-node backend's reply would pass the node's conntrack.
+                    rules.append(
+                        f"ip saddr {params.cluster_cidr} jump {MARK_MASQ}"
+                        ' comment "masquerade pod traffic"'
+                    )
                 if params.cluster_cidr is not None:
                     rules.append(
                         f'ip saddr {params.cluster_cidr} goto {svc} comment "short-circuit pod'

@@ -19,7 +19,9 @@ class ProxyParams:
         service_cidr: the ClusterIP range; nftables drops traffic to unallocated ClusterIPs.
         masquerade_all: kube-proxy's `--masquerade-all`: every connection to a ClusterIP is
             masqueraded, so replies come back through the node's conntrack even when the
-            datapath would deliver them pod to pod directly.
+            datapath would deliver them pod to pod directly; pylium extends it to pod traffic
+            to an externalTrafficPolicy=Local service's external addresses (NodePort, LB,
+            external IPs), which kube-proxy sends to the cluster chain unmasqueraded.
         snat_ip: masquerade to this address (`SNAT --to-source`) instead of the outgoing
             interface's (`MASQUERADE`), a departure from kube-proxy for pylium's datapath: the
             agent gives its router IP, an address of the node's pod CIDR, so a backend's reply
