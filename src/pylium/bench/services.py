@@ -1,10 +1,12 @@
 """`pylium bench services`: Services in eBPF (socket LB) against kube-proxy's iptables and
 nftables modes, side by side, with 1 to 30 000 services of 2 backends each programmed.
 
-For each size and mode, a fresh pair of namespaces: a client (`<prefix>-c`) and a node
-(`<prefix>-n`) joined by a veth. The node holds a listener on 0.0.0.0:8080 and treats the
-whole backend range as local (`local 10.200.0.0/16 dev lo`), so every backend address answers;
-service k has ClusterIP 10.96.0.0+k+1 port 80 and backends 10.200.0.0+2k and +2k+1, port 8080.
+For each size and mode, fresh namespaces: a client (`<prefix>-c`) with a veth to a node
+(`<prefix>-n`) and another to a bare twin node (`<prefix>-b`). The node holds a listener on
+0.0.0.0:8080 and treats the whole backend range as local (`local 10.200.0.0/16 dev lo`), so
+every backend address answers; service k has ClusterIP 10.96.0.0+k+1 port 80 and backends
+10.200.0.0+2k and +2k+1, port 8080. The bare node is the same with 10.201.0.0/16 and nothing
+programmed: a connect() there is the handshake alone.
 
 - **ebpf**: `ServiceTable` -> `LBMaps` -> `SockLB.apply`, sock.o on a bench cgroup the client
   process joins; connect() is translated before the first packet exists.
@@ -14,12 +16,12 @@ service k has ClusterIP 10.96.0.0+k+1 port 80 and backends 10.200.0.0+2k and +2k
 
 Measured per size and mode: the full sync (empty kernel state -> N services: encoding plus
 iptables-restore / nft -f / map writes), the connect() latency to the service programmed last
-(the last rule of KUBE-SERVICES) over fresh connections (p50, p99), the p50 of a direct
-connect() to one of its backends in the same namespaces before anything is programmed (the
-handshake alone: the service's own cost is the difference), and the time to add one service
-and to remove it again (incremental syncs; median of 3 cycles). The client is connect.c,
-compiled once per run, the same for every mode: it times the syscall alone. The table's own
-bookkeeping (store objects -> states) is outside every timing.
+(the last rule of KUBE-SERVICES) over fresh connections (p50, p99), the p50 of connects to
+the same backend in the bare node taken in turn with them (so both see the same machine load;
+the service's own cost is the difference), and the time to add one service and to remove it
+again (incremental syncs; median of 3 cycles). The client is connect.c, compiled once per run,
+the same for every mode: it times the syscall alone. The table's own bookkeeping (store
+objects -> states) is outside every timing.
 """
 
 from __future__ import annotations
@@ -64,7 +66,16 @@ BACKEND_BASE = IPv4Address("10.200.0.0")
 BACKEND_RANGE = "10.200.0.0/16"
 SERVICE_PORT, BACKEND_PORT = 80, 8080
 CLIENT_IP, NODE_IP = "10.199.0.2", "10.199.0.1"
+BARE_CLIENT_IP, BARE_NODE_IP = "10.198.0.2", "10.198.0.1"
+BARE_BACKEND_BASE = IPv4Address("10.201.0.0")
+BARE_BACKEND_RANGE = "10.201.0.0/16"
+"""The bare node's copy of the backend range."""
 CONNECTS, WARMUP = 1000, 100
+LISTEN_BACKLOG = 4096
+"""The listener never accepts: the kernel completes each handshake alone, and no server
+wake-up lands on the client's CPU inside a timed connect() (with an accept loop, about half
+the connects took twice as long). Each topology sees WARMUP + CONNECTS connects per listener,
+well below this (and the netns' somaxconn, 4096)."""
 REPEATS = 3
 """Add-then-remove cycles per size and mode (the median is reported)."""
 LOAD_TIMEOUT = 900.0
@@ -77,12 +88,11 @@ IPTABLES = "iptables-legacy"
 Progress = Callable[[str], None]
 
 SERVER = f"""
-import socket
+import socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {BACKEND_PORT})); s.listen(4096)
+s.bind(("0.0.0.0", {BACKEND_PORT})); s.listen({LISTEN_BACKLOG})
 print("ready", flush=True)
-while True:
-    s.accept()[0].close()
+time.sleep(1e9)
 """
 
 CLIENT_SOURCE = Path(__file__).with_name("connect.c")
@@ -111,7 +121,7 @@ class Result:
     connect_p50_ms: float
     connect_p99_ms: float
     direct_p50_ms: float
-    """A connect() straight to a backend, nothing programmed yet: the handshake alone."""
+    """A connect() to the same backend address in the bare twin node: the handshake alone."""
     add_ms: float
     remove_ms: float
 
@@ -165,40 +175,52 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Topology:
-    """A client and a node namespace joined by a veth, a listener in the node."""
+    """A client namespace with two veths: to a node namespace (where the services are
+    programmed) and to a twin "bare" node that nothing is programmed in. Both nodes treat
+    their backend range as local and run the same listener."""
 
     def __init__(self, base: str, client_bin: Path) -> None:
-        self.client, self.node = f"{base}-c", f"{base}-n"
+        self.client, self.node, self.bare = f"{base}-c", f"{base}-n", f"{base}-b"
         self.client_bin = client_bin
-        self._server: subprocess.Popen[str] | None = None
+        self._servers: list[subprocess.Popen[str]] = []
 
     def __enter__(self) -> Topology:
         try:
-            netns_add(self.client)
-            netns_add(self.node)
+            for ns in (self.client, self.node, self.bare):
+                netns_add(ns)
+            for dev, node, (client_ip, node_ip), backends in (
+                ("eth0", self.node, (CLIENT_IP, NODE_IP), BACKEND_RANGE),
+                ("eth1", self.bare, (BARE_CLIENT_IP, BARE_NODE_IP), BARE_BACKEND_RANGE),
+            ):
+                for argv in (
+                    ["ip", "link", "add", dev, "netns", self.client, "type", "veth", "peer",
+                     "name", "eth0", "netns", node],
+                    ["ip", "-n", self.client, "addr", "add", f"{client_ip}/24", "dev", dev],
+                    ["ip", "-n", node, "addr", "add", f"{node_ip}/24", "dev", "eth0"],
+                    ["ip", "-n", self.client, "link", "set", dev, "up"],
+                    ["ip", "-n", node, "link", "set", "eth0", "up"],
+                    ["ip", "-n", node, "route", "add", "local", backends, "dev", "lo"],
+                ):  # fmt: skip
+                    subprocess.run(argv, check=True, capture_output=True)
+                self._serve(node)
             for argv in (
-                ["ip", "link", "add", "eth0", "netns", self.client, "type", "veth", "peer",
-                 "name", "eth0", "netns", self.node],
-                ["ip", "-n", self.client, "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0"],
-                ["ip", "-n", self.node, "addr", "add", f"{NODE_IP}/24", "dev", "eth0"],
-                ["ip", "-n", self.client, "link", "set", "eth0", "up"],
-                ["ip", "-n", self.node, "link", "set", "eth0", "up"],
+                ["ip", "-n", self.client, "route", "add", BARE_BACKEND_RANGE, "via", BARE_NODE_IP],
                 ["ip", "-n", self.client, "route", "add", "default", "via", NODE_IP],
-                ["ip", "-n", self.node, "route", "add", "local", BACKEND_RANGE, "dev", "lo"],
-            ):  # fmt: skip
+            ):
                 subprocess.run(argv, check=True, capture_output=True)
-            self._server = subprocess.Popen(
-                [*self.enter(self.node), sys.executable, "-c", SERVER],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert self._server.stdout is not None
-            if self._server.stdout.readline().strip() != "ready":
-                raise RuntimeError("the bench listener did not start")
         except BaseException:
             self.close()
             raise
         return self
+
+    def _serve(self, ns: str) -> None:
+        server = subprocess.Popen(
+            [*self.enter(ns), sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True
+        )
+        self._servers.append(server)
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError("the bench listener did not start")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -208,20 +230,15 @@ class Topology:
         """The prefix running a command in namespace `ns`."""
         return ["nsenter", f"--net={paths.NETNS_DIR / ns}", "--"]
 
-    def connect_times(self, ip: str, cgroup_dir: Path) -> list[float]:
-        """Milliseconds of each of CONNECTS fresh connect() calls from the client (run in
-        `cgroup_dir`) to ip:SERVICE_PORT."""
-        return self._connect_times(ip, SERVICE_PORT, cgroup_dir)
-
-    def direct_times(self, target: int, cgroup_dir: Path) -> list[float]:
-        """The same, straight to the first backend of service `target`."""
-        return self._connect_times(str(BACKEND_BASE + 2 * target), BACKEND_PORT, cgroup_dir)
-
-    def _connect_times(self, ip: str, port: int, cgroup_dir: Path) -> list[float]:
-        argv = [*self.enter(self.client), str(self.client_bin), ip]
-        argv += [str(port), str(CONNECTS), str(WARMUP)]
+    def connect_times(self, target: int, cgroup_dir: Path) -> tuple[list[float], list[float]]:
+        """Milliseconds of CONNECTS fresh connect() calls from the client (run in
+        `cgroup_dir`) to service `target`'s ClusterIP, and of as many to the same backend
+        address in the bare node, taken in turn."""
+        service = f"{CLUSTER_IP_BASE + target + 1}:{SERVICE_PORT}"
+        direct = f"{BARE_BACKEND_BASE + 2 * target}:{BACKEND_PORT}"
+        argv = [*self.enter(self.client), str(self.client_bin), str(CONNECTS), str(WARMUP)]
         proc = subprocess.run(
-            argv,
+            [*argv, service, direct],
             capture_output=True,
             text=True,
             timeout=120,
@@ -229,17 +246,18 @@ class Topology:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"bench client failed: {proc.stderr.strip()}")
-        return [ns / 1e6 for ns in json.loads(proc.stdout)]
+        via_service, via_bare = ([ns / 1e6 for ns in times] for times in json.loads(proc.stdout))
+        return via_service, via_bare
 
     def close(self) -> None:
-        """Stop the listener and delete both namespaces (idempotent)."""
-        if self._server is not None:
-            self._server.kill()
-            self._server.wait()
-            if self._server.stdout is not None:
-                self._server.stdout.close()
-            self._server = None
-        for ns in (self.client, self.node):
+        """Stop the listeners and delete the namespaces (idempotent)."""
+        for server in self._servers:
+            server.kill()
+            server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+        self._servers = []
+        for ns in (self.client, self.node, self.bare):
             netns_del(ns)
 
 
@@ -251,14 +269,13 @@ def bench_ebpf(size: int, topo: Topology, target: int, pin_dir: Path, cg: Path) 
     """Socket LB: maps filled from the table, sock.o on `cg`."""
     table = build_table(size)
     maps = LBMaps(LBParams(NODE))
-    direct = topo.direct_times(target, cg)
     # one entry per frontend plus one per slot, with room for the added service
     sock = SockLB.load(pin_dir, cg, services_max=max(65536, 3 * (size + 1)))
     try:
         start = time.perf_counter()
         sock.apply(maps.sync(table.take_changes()))
         full = _ms(start)
-        times = topo.connect_times(str(CLUSTER_IP_BASE + target + 1), cg)
+        times, direct = topo.connect_times(target, cg)
         adds, removes = [], []
         for k in range(size, size + REPEATS):
             service, slice_ = service_objects(k)
@@ -284,12 +301,11 @@ def bench_kube_proxy(mode: Mode, size: int, topo: Topology, target: int, cg: Pat
     table = build_table(size)
     applier = NetnsApplier(paths.NETNS_DIR / topo.node, IPTABLES, timeout=LOAD_TIMEOUT)
     proxier = Proxier(mode, ProxyParams(NODE), applier)
-    direct = topo.direct_times(target, cg)
     states = table.states()
     start = time.perf_counter()
     proxier.sync_states(states, set())
     full = _ms(start)
-    times = topo.connect_times(str(CLUSTER_IP_BASE + target + 1), cg)
+    times, direct = topo.connect_times(target, cg)
     adds, removes = [], []
     for k in range(size, size + REPEATS):
         service, slice_ = service_objects(k)
@@ -417,14 +433,15 @@ def render_text(results: list[Result]) -> str:
     by = {(r.mode, r.services): r for r in results}
     sizes = sorted({r.services for r in results})
     lines.append("")
-    lines.append("iptables / ebpf (x faster):  size  p50    p99    add    full sync")
+    lines.append("iptables / ebpf (x faster):  size  p50    p99    cost   add    full sync")
     for n in sizes:
         e, i = by.get(("ebpf", n)), by.get(("iptables", n))
         if e is None or i is None:
             continue
         lines.append(
             f"{'':29}{n:>5} {_ratio(i.connect_p50_ms, e.connect_p50_ms)}"
-            f" {_ratio(i.connect_p99_ms, e.connect_p99_ms)} {_ratio(i.add_ms, e.add_ms)}"
+            f" {_ratio(i.connect_p99_ms, e.connect_p99_ms)} {_ratio(_cost_us(i), _cost_us(e))}"
+            f" {_ratio(i.add_ms, e.add_ms)}"
             f" {_ratio(i.full_sync_ms, e.full_sync_ms)}"
         )
     ebpf = [by[("ebpf", n)] for n in sizes if ("ebpf", n) in by]
