@@ -424,7 +424,8 @@ def render_text(results: list[Result]) -> str:
     """The table, then the eBPF/iptables ratios and eBPF's flatness."""
     lines = [
         "connect() to the last service: p50/p99 over "
-        f"{CONNECTS} fresh connections (ms); direct: p50 straight to a backend (ms); cost:"
+        f"{CONNECTS} fresh connections (ms); direct: p50 to a bare twin backend, taken in turn"
+        " (ms); cost:"
         " p50 - direct (us); add/remove one service; full sync (ms)",
         f"{'mode':<9} {'svcs':>6} {'p50':>9} {'p99':>9} {'direct':>9} {'cost':>8}"
         f" {'add':>9} {'remove':>9} {'full sync':>11}",
