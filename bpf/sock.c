@@ -13,6 +13,7 @@
 
 #include "lib/ipcache.h"
 #include "lib/lb.h"
+#include "lib/events.h"
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
@@ -70,9 +71,9 @@ static __always_inline struct lb4_service *sock4_lookup(struct lb4_key *key)
 	return svc && (svc->flags & SVC_FLAG_NODEPORT) ? svc : NULL;
 }
 
-/* Frontend -> backend. Returns 0 (translated or not a service) or a negative errno for the
- * syscall. */
-static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+/* Frontend -> backend. `saddr`: the socket's source as far as known (for the trace event).
+ * Returns 0 (translated or not a service) or a negative errno for the syscall. */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __be32 saddr)
 {
 	int proto = sock_proto(ctx);
 	struct lb4_key key = {};
@@ -118,6 +119,11 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	rval.rev_nat_index = svc->rev_nat_index;
 	bpf_map_update_elem(&pylium_lb4_reverse_sk, &rkey, &rval, BPF_ANY);
 
+	/* Hubble's pre- and post-xlate-fwd flows. */
+	emit_sock_event(XLATE_PRE_DIRECTION_FWD, svc->rev_nat_index, (__u8)proto, saddr,
+			ctx->user_ip4, (__be16)ctx->user_port);
+	emit_sock_event(XLATE_POST_DIRECTION_FWD, svc->rev_nat_index, (__u8)proto, saddr,
+			backend->address, backend->port);
 	ctx->user_ip4 = backend->address;
 	ctx->user_port = backend->port;
 	return 0;
@@ -153,9 +159,9 @@ static __always_inline void sock4_xlate_rev(struct bpf_sock_addr *ctx)
 	ctx->user_port = rval->port;
 }
 
-static __always_inline int sock4_fwd_verdict(struct bpf_sock_addr *ctx)
+static __always_inline int sock4_fwd_verdict(struct bpf_sock_addr *ctx, __be32 saddr)
 {
-	int err = sock4_xlate_fwd(ctx);
+	int err = sock4_xlate_fwd(ctx, saddr);
 
 	if (err) {
 		/* Returning SYS_REJECT alone gives EPERM; say why instead (kernel 5.18+). */
@@ -168,13 +174,13 @@ static __always_inline int sock4_fwd_verdict(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int sock4_connect(struct bpf_sock_addr *ctx)
 {
-	return sock4_fwd_verdict(ctx);
+	return sock4_fwd_verdict(ctx, 0); /* the source is chosen after this hook */
 }
 
 SEC("cgroup/sendmsg4")
 int sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
-	return sock4_fwd_verdict(ctx);
+	return sock4_fwd_verdict(ctx, ctx->msg_src_ip4);
 }
 
 SEC("cgroup/recvmsg4")

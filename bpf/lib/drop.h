@@ -23,6 +23,7 @@
 /* Notification types (Cilium's CILIUM_NOTIFY_*). */
 #define NOTIFY_DROP 1
 #define NOTIFY_TRACE 4
+#define NOTIFY_TRACE_SOCK 7 /* socket LB translation (Cilium's MessageTypeTraceSock) */
 
 /* Trace observation points (Cilium's TRACE_*). */
 #define TRACE_TO_LXC 0

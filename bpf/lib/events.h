@@ -6,9 +6,11 @@
 #include "drop.h"
 
 struct pylium_event {
-	__u8 type;	  /* NOTIFY_DROP or NOTIFY_TRACE */
-	__u8 subtype;	  /* drop: reason code; trace: observation point (TRACE_*) */
-	__u16 source;	  /* lxc id of the endpoint whose program reports */
+	__u8 type;	  /* NOTIFY_DROP, NOTIFY_TRACE or NOTIFY_TRACE_SOCK */
+	__u8 subtype;	  /* drop: reason code; trace: observation point (TRACE_*);
+			   * trace-sock: translation point (XLATE_*) */
+	__u16 source;	  /* lxc id of the endpoint whose program reports; trace-sock: the
+			   * service's rev_nat_index */
 	__u32 orig_len;	  /* packet length */
 	__u32 ifindex;	  /* trace: where the packet goes (redirect target or arrival device) */
 	__u8 reason;	  /* trace: conntrack status (CT_NEW, CT_ESTABLISHED, CT_REPLY) */
@@ -58,5 +60,28 @@ static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 su
 		ev.policy_verdict = flow->policy_verdict;
 	}
 	/* A full ring (nobody reading) loses the event, never the packet. */
+	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);
+}
+
+/* Socket LB translation points (Cilium's enum xlate_point). */
+#define XLATE_PRE_DIRECTION_FWD 1  /* the service address the socket asked for */
+#define XLATE_POST_DIRECTION_FWD 2 /* the backend it got instead */
+
+/* A trace-sock event: a connect()/sendmsg() to `addr:port` translated at `point`. There is no
+ * packet, so no length or device; the source is what the socket knows (0 before bind). */
+static __always_inline void emit_sock_event(__u8 point, __u16 rev_nat_index, __u8 proto,
+					    __be32 saddr, __be32 addr, __be16 port)
+{
+	struct pylium_event ev = {
+		.type = NOTIFY_TRACE_SOCK,
+		.subtype = point,
+		.source = rev_nat_index,
+		.proto = proto,
+		.dir = METRIC_EGRESS,
+		.saddr = saddr,
+		.daddr = addr,
+		.dport = port,
+	};
+
 	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);
 }

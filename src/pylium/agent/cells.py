@@ -43,6 +43,7 @@ from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
 from pylium.hubble.parser import FlowParser
 from pylium.hubble.server import GrpcParams, hubble_server
+from pylium.hubble.services import ServiceNames
 from pylium.identity import IdentityAllocator
 from pylium.ipam import AddressWatcher, IpamMode
 from pylium.ipcache import IPCache, IPCacheParams
@@ -97,6 +98,10 @@ class AgentParams:
     kube_proxy_replacement: bool = False
     """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
     kube-proxy mode when `kube_proxy_mode` is set, else no service handling in the agent."""
+    node_port: bool = True
+    external_ips: bool = True
+    """With `kube_proxy_replacement`: NodePorts/LoadBalancer IPs and externalIPs served to the
+    outside by the uplink programs (Cilium's enable-node-port, enable-external-ips)."""
     kube_proxy_mode: KubeProxyMode | None = None
     """Without the replacement: the node's services as kube-proxy's iptables or nftables rules
     (`loadbalancer.kubeproxy.KubeProxy`) in the agent's namespace; None: left alone."""
@@ -151,17 +156,25 @@ class Agent:
                 )
             )
         )
-        # Datapath: masquerade on the uplink (to-netdev/from-netdev), sharing the node's maps
+        # Datapath: masquerade and the per-packet service path on the uplink
+        # (to-netdev/from-netdev), sharing the node's maps
+        node_port = params.kube_proxy_replacement and params.node_port
+        external_ips = params.kube_proxy_replacement and params.external_ips
         self._masquerade = (
             BpfMasquerade(
                 MasqueradeParams(
                     params.bpf_dir,
                     params.uplink,
-                    params.native_routing_cidr,
+                    # Without masquerading nothing is excluded from it: any prefix will do.
+                    params.native_routing_cidr or "0.0.0.0/32",
                     gc_interval=params.ct_gc_interval,
+                    masquerade=params.masquerade,
+                    node_port=node_port,
+                    external_ips=external_ips,
+                    lb=params.lb,
                 )
             )
-            if params.masquerade and params.native_routing_cidr is not None
+            if params.masquerade or node_port or external_ips
             else None
         )
         # Datapath: native routing's routes to the other nodes' pod CIDRs
@@ -330,6 +343,9 @@ class Agent:
                 lookup,
                 p.node,
                 policies=self._policy.flow_policies if self._policy is not None else None,
+                services=ServiceNames(self._service_lb.maps)
+                if self._service_lb is not None
+                else None,
             ),
             self._open_events,
         )

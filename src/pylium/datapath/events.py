@@ -24,6 +24,8 @@ class EventType(IntEnum):
 
     DROP = 1
     TRACE = 4
+    TRACE_SOCK = 7
+    """A socket-LB translation (bpf/sock.c): no packet, `source` is the service's rev-NAT id."""
 
 
 class DropReason(IntEnum):
@@ -60,6 +62,15 @@ class TracePoint(IntEnum):
     TO_LXC = 0
     TO_STACK = 3
     TO_OVERLAY = 4
+
+
+class XlatePoint(IntEnum):
+    """Where a socket-LB event looked (Cilium's enum xlate_point)."""
+
+    PRE_DIRECTION_FWD = 1
+    """The service address the socket asked for."""
+    POST_DIRECTION_FWD = 2
+    """The backend it was given."""
 
 
 class PolicyVerdict(IntEnum):
@@ -130,6 +141,8 @@ class Event:
     policy_verdict: PolicyVerdict = PolicyVerdict.NONE
     policy_cookie: int = 0
     """Cookie of the policy entry that decided (names its rules; 0 = none)."""
+    xlate_point: XlatePoint | None = None
+    """Trace-sock events only."""
 
     @classmethod
     def decode(cls, data: bytes) -> Event:
@@ -158,6 +171,7 @@ class Event:
             dst_identity=raw.dst_identity,
             policy_verdict=PolicyVerdict(raw.policy_verdict),
             policy_cookie=raw.policy_cookie,
+            xlate_point=XlatePoint(raw.subtype) if kind is EventType.TRACE_SOCK else None,
         )
 
 

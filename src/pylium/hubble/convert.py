@@ -60,6 +60,7 @@ def flow_to_proto(flow: Flow) -> flow_pb2.Flow:
         trace_observation_point=int(flow.trace_observation_point),  # type: ignore[arg-type]
         trace_reason=int(flow.trace_reason),  # type: ignore[arg-type]
         drop_reason_desc=int(flow.drop_reason_desc),  # type: ignore[arg-type]
+        sock_xlate_point=int(flow.sock_xlate_point),  # type: ignore[arg-type]
         Summary=flow.Summary,
     )
     set_time(msg.time, flow.time_ns)

@@ -66,6 +66,16 @@ class TraceObservationPoint(IntEnum):
     TO_CRYPTO = 13
 
 
+class SocketTranslationPoint(IntEnum):
+    """flow.SocketTranslationPoint: where socket LB reported a service translation."""
+
+    SOCK_XLATE_POINT_UNKNOWN = 0
+    SOCK_XLATE_POINT_PRE_DIRECTION_FWD = 1
+    SOCK_XLATE_POINT_POST_DIRECTION_FWD = 2
+    SOCK_XLATE_POINT_PRE_DIRECTION_REV = 3
+    SOCK_XLATE_POINT_POST_DIRECTION_REV = 4
+
+
 class TraceReason(IntEnum):
     """flow.TraceReason: the connection state of a traced packet."""
 
@@ -432,6 +442,7 @@ class Flow:
     is_reply: bool | None = None
     """None when the datapath could not tell (a BoolValue in Hubble)."""
     interface: NetworkInterface | None = None
+    sock_xlate_point: SocketTranslationPoint = SocketTranslationPoint.SOCK_XLATE_POINT_UNKNOWN
     egress_allowed_by: tuple[Policy, ...] = ()
     ingress_allowed_by: tuple[Policy, ...] = ()
     egress_denied_by: tuple[Policy, ...] = ()
@@ -459,6 +470,7 @@ class Flow:
                 "drop_reason_desc": self.drop_reason_desc,
                 "is_reply": self.is_reply,
                 "interface": None if self.interface is None else self.interface.to_json(),
+                "sock_xlate_point": self.sock_xlate_point,
                 "uuid": self.uuid,
                 "trace_reason": self.trace_reason,
                 "egress_allowed_by": [p.to_json() for p in self.egress_allowed_by],
@@ -517,6 +529,9 @@ class Flow:
             )
             if "interface" in data
             else None,
+            sock_xlate_point=SocketTranslationPoint[
+                data.get("sock_xlate_point", "SOCK_XLATE_POINT_UNKNOWN")
+            ],
             egress_allowed_by=_policies(data, "egress_allowed_by"),
             ingress_allowed_by=_policies(data, "ingress_allowed_by"),
             egress_denied_by=_policies(data, "egress_denied_by"),
@@ -563,6 +578,8 @@ def _columns(flow: Flow) -> _Columns:
     src_ip, dst_ip = (flow.IP.source, flow.IP.destination) if flow.IP else ("", "")
     if flow.verdict == Verdict.DROPPED:
         what = flow.drop_reason_desc.text
+    elif flow.sock_xlate_point:
+        what = _XLATE_TEXT[flow.sock_xlate_point]
     else:
         what = _POINT_TEXT.get(flow.trace_observation_point, "")
     return _Columns(
@@ -632,6 +649,15 @@ _POINT_TEXT = {
     TraceObservationPoint.FROM_NETWORK: "from-network",
     TraceObservationPoint.TO_NETWORK: "to-network",
 }
+
+
+_XLATE_TEXT = {
+    SocketTranslationPoint.SOCK_XLATE_POINT_PRE_DIRECTION_FWD: "pre-xlate-fwd",
+    SocketTranslationPoint.SOCK_XLATE_POINT_POST_DIRECTION_FWD: "post-xlate-fwd",
+    SocketTranslationPoint.SOCK_XLATE_POINT_PRE_DIRECTION_REV: "pre-xlate-rev",
+    SocketTranslationPoint.SOCK_XLATE_POINT_POST_DIRECTION_REV: "post-xlate-rev",
+}
+"""Hubble's text for socket-LB translation points."""
 
 
 def _ports(l4: Layer4 | None) -> tuple[int, int]:

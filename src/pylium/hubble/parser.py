@@ -15,7 +15,14 @@ from random import getrandbits
 from typing import Protocol
 
 from pylium.datapath.conntrack import CtStatus
-from pylium.datapath.events import Direction, Event, EventType, PolicyVerdict, TracePoint
+from pylium.datapath.events import (
+    Direction,
+    Event,
+    EventType,
+    PolicyVerdict,
+    TracePoint,
+    XlatePoint,
+)
 from pylium.hubble.flow import (
     IP,
     TCP,
@@ -29,6 +36,8 @@ from pylium.hubble.flow import (
     Layer4,
     NetworkInterface,
     Policy,
+    Service,
+    SocketTranslationPoint,
     TCPFlags,
     TraceObservationPoint,
     TraceReason,
@@ -92,17 +101,22 @@ class FlowParser:
         clock: Callable[[], int] = time.time_ns,
         new_uuid: Callable[[], str] = random_uuid,
         policies: Callable[[Event], tuple[Policy, ...]] | None = None,
+        services: Callable[[int], Service | None] | None = None,
     ) -> None:
         """`clock` gives wall-clock nanoseconds (the events carry no time of their own);
-        `policies` names the policies behind an event's policy verdict (its cookie)."""
+        `policies` names the policies behind an event's policy verdict (its cookie);
+        `services` names the service of a rev-NAT id (socket-LB translations)."""
         self._lookup = lookup
         self._node = node_name
         self._clock = clock
         self._uuid = new_uuid
         self._policies = policies
+        self._services = services
 
     def parse(self, event: Event) -> Flow:
         """The flow an event describes."""
+        if event.type is EventType.TRACE_SOCK:
+            return self._parse_sock(event)
         dropped = event.type is EventType.DROP
         has_l3 = event.saddr != _UNSPECIFIED or event.daddr != _UNSPECIFIED
         is_reply = event.ct_status == CtStatus.REPLY and not dropped
@@ -141,6 +155,31 @@ class FlowParser:
             ingress_allowed_by=named.get("ingress_allowed_by", none),
             egress_denied_by=named.get("egress_denied_by", none),
             ingress_denied_by=named.get("ingress_denied_by", none),
+        )
+
+    def _parse_sock(self, event: Event) -> Flow:
+        """A socket-LB translation as Hubble shows it: verdict TRANSLATED, type SOCK, the
+        destination before (pre-xlate-fwd: the service address) or after (post-xlate-fwd: the
+        backend) translation, and the service by name. The source address is known only for
+        sendmsg() (connect() chooses it later); "" when not."""
+        l4 = _layer4(event, False)
+        point = event.xlate_point or XlatePoint.PRE_DIRECTION_FWD
+        source = str(event.saddr) if event.saddr != _UNSPECIFIED else ""
+        return Flow(
+            time_ns=self._clock(),
+            uuid=self._uuid(),
+            verdict=Verdict.TRANSLATED,
+            IP=IP(source, str(event.daddr)),
+            l4=l4,
+            source=self._endpoint(event.saddr, 0) if source else Endpoint(),
+            destination=self._endpoint(event.daddr, 0),
+            Type=FlowType.SOCK,
+            node_name=self._node,
+            event_type=CiliumEventType(int(event.type), int(point)),
+            destination_service=self._services(event.source) if self._services else None,
+            traffic_direction=TrafficDirection.EGRESS,
+            sock_xlate_point=SocketTranslationPoint(int(point)),
+            Summary=l4_summary(l4),
         )
 
     def _named_policies(self, event: Event) -> dict[str, tuple[Policy, ...]]:

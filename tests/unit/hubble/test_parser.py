@@ -5,20 +5,31 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from pylium.datapath.conntrack import CtStatus
-from pylium.datapath.events import Direction, DropReason, Event, EventType, TracePoint
+from pylium.datapath.events import (
+    Direction,
+    DropReason,
+    Event,
+    EventType,
+    TracePoint,
+    XlatePoint,
+)
 from pylium.hubble.flow import (
     TCP,
     UDP,
     CiliumEventType,
     Endpoint,
     Flow,
+    FlowType,
     ICMPv4,
     NetworkInterface,
+    Service,
+    SocketTranslationPoint,
     TCPFlags,
     TraceObservationPoint,
     TraceReason,
     TrafficDirection,
     Verdict,
+    compact,
 )
 from pylium.hubble.flow import DropReason as HubbleDrop
 from pylium.hubble.parser import FlowParser
@@ -212,3 +223,39 @@ def test_that_trace_points_other_than_to_lxc_give_an_integer_subtype_that_round_
         printed = flow.to_json()["event_type"]
         assert printed == {"type": 4, "sub_type": int(point)}
         assert Flow.from_json(flow.to_json()).event_type == CiliumEventType(4, int(point))
+
+
+def sock_event(point: XlatePoint, daddr: str, dport: int) -> Event:
+    """What bpf/sock.c reports for a connect() to the service of rev-NAT id 7."""
+    return event(
+        type=EventType.TRACE_SOCK,
+        trace_point=None,
+        source=7,
+        ifindex=0,
+        ct_status=0,
+        length=0,
+        saddr=IPv4Address(0),
+        daddr=IPv4Address(daddr),
+        sport=0,
+        dport=dport,
+        xlate_point=point,
+    )
+
+
+def test_that_a_socket_translation_is_a_translated_flow_naming_the_service():
+    services = {7: Service("echo", "y")}
+    p = FlowParser(FakeLookup(), "lab-node1", clock=lambda: T0, services=services.get)
+
+    pre = p.parse(sock_event(XlatePoint.PRE_DIRECTION_FWD, "10.96.0.10", 80))
+    post = p.parse(sock_event(XlatePoint.POST_DIRECTION_FWD, "10.244.1.20", 8080))
+
+    for flow in (pre, post):
+        assert flow.verdict == Verdict.TRANSLATED and flow.Type == FlowType.SOCK
+        assert flow.destination_service == Service("echo", "y")
+        assert flow.IP is not None and flow.IP.source == ""
+    assert pre.sock_xlate_point == SocketTranslationPoint.SOCK_XLATE_POINT_PRE_DIRECTION_FWD
+    assert pre.event_type == CiliumEventType(7, 1)
+    assert pre.IP is not None and pre.IP.destination == "10.96.0.10"
+    assert post.sock_xlate_point == SocketTranslationPoint.SOCK_XLATE_POINT_POST_DIRECTION_FWD
+    assert post.destination == WEB2 and post.l4 == TCP(0, 8080)
+    assert "post-xlate-fwd TRANSLATED" in compact(post)

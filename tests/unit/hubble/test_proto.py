@@ -23,6 +23,8 @@ from pylium.hubble.flow import (
     CiliumEventType,
     Flow,
     NetworkInterface,
+    Service,
+    SocketTranslationPoint,
     TCPFlags,
     TraceReason,
     TrafficDirection,
@@ -98,6 +100,16 @@ def test_that_golden_flows_keep_what_the_model_knows():
         assert back == model.to_json()
         assert back["time"] == to_json(msg)["time"]
         assert back["source"]["labels"] == to_json(msg)["source"]["labels"]
+
+
+def test_that_the_golden_socket_translation_keeps_its_point_and_service():
+    msg = flow_pb2.Flow.FromString((GOLDEN / "flow-translated-sock.bin").read_bytes())
+    model = flow_from_proto(msg)
+    assert model.sock_xlate_point == SocketTranslationPoint.SOCK_XLATE_POINT_PRE_DIRECTION_FWD
+    assert model.destination_service == Service("echo", "y")
+    back = to_json(flow_to_proto(model))
+    assert back == model.to_json()
+    assert back["sock_xlate_point"] == to_json(msg)["sock_xlate_point"]
 
 
 def test_that_the_golden_request_filters_become_model_filters():
