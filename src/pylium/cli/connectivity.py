@@ -22,8 +22,8 @@ def connectivity_group() -> None:
 @click.pass_context
 def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
     """Pod to pod (same node, other node), to services (ClusterIP, NodePort, session affinity,
-    none without backends), from the world to NodePorts, LoadBalancer and external IPs, pod to
-    world, pod to host."""
+    none without backends), from the world to NodePorts (also externalTrafficPolicy Local),
+    LoadBalancer and external IPs, pod to world, pod to host."""
     from pylium.lab.connectivity.deploy import NAMESPACE, DeployError
     from pylium.lab.connectivity.runner import ScenarioResult, run, select
 

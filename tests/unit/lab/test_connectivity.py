@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pylium.lab.connectivity.deploy import AFFINITY, NO_BACKENDS, Deployment
+from pylium.lab.connectivity.deploy import AFFINITY, LOCAL, NO_BACKENDS, Deployment
 from pylium.lab.connectivity.runner import ScenarioResult, run_scenarios, select
 from pylium.lab.connectivity.scenarios import Action
 from pylium.lab.record import LabRecord
@@ -45,6 +45,7 @@ def test_select_filters_by_regex() -> None:
         "world-to-nodeport",
         "world-to-loadbalancer",
         "world-to-externalip",
+        "world-to-local-nodeport",
         "session-affinity",
         "service-without-backends",
         "pod-to-world",
@@ -84,6 +85,7 @@ def test_verdicts_on_a_two_node_deployment() -> None:
         "world-to-nodeport": "skipped",
         "world-to-loadbalancer": "skipped",
         "world-to-externalip": "skipped",
+        "world-to-local-nodeport": "skipped",
         "session-affinity": "skipped",
         "service-without-backends": "skipped",
         "pod-to-world": "failed",
@@ -142,7 +144,7 @@ def test_affinity_needs_one_backend_and_no_backends_needs_a_refusal() -> None:
     assert none.status == "failed"
     assert [(a.protocol, a.ok, a.reason) for a in none.actions] == [
         ("tcp", True, None),
-        ("udp", False, "timeout"),
+        ("udp", False, "timeout, expected refused"),
     ]
 
 
@@ -176,3 +178,33 @@ def test_pod_to_nodeport_probes_the_clients_node_and_one_other() -> None:
     ]  # fmt: skip
     # Pods reach NodePorts through socket LB in eBPF mode: no missing feature to blame.
     assert (result.status, result.requires) == ("failed", None)
+
+
+def test_local_nodeport_answers_on_its_node_with_the_world_address_and_drops_elsewhere() -> None:
+    d = _service_deployment(kube_proxy_replacement=False)
+    d.local_node_port, d.service_backends = 30005, {LOCAL: "echo-other-node"}
+    seen: list[Action] = []
+
+    def probe(_d: Deployment, a: Action) -> dict[str, Any]:
+        seen.append(a)
+        if a.dest == "192.168.64.3":
+            return {"ok": True, "answer": "echo-other-node peer=192.168.64.1", "reason": None}
+        return {"ok": False, "answer": None, "reason": "timeout"}
+
+    (result,) = run_scenarios(d, select("local-nodeport"), probe, lambda _r: None)
+    assert result.status == "passed"
+    assert {(a.source, a.dest, a.port, a.show_peer) for a in seen} == {
+        ("world", "192.168.64.2", 30005, True),
+        ("world", "192.168.64.3", 30005, True),
+    }
+
+    # A SNATed answer (the node's address instead of the world's) fails.
+    def snat(_d: Deployment, a: Action) -> dict[str, Any]:
+        answer = "echo-other-node peer=10.244.1.1" if a.dest == "192.168.64.3" else None
+        return {"ok": bool(answer), "answer": answer, "reason": None if answer else "timeout"}
+
+    (result,) = run_scenarios(d, select("local-nodeport"), snat, lambda _r: None)
+    assert [a.reason for a in result.actions] == [
+        None,
+        "answered 'echo-other-node peer=10.244.1.1', expected 'echo-other-node peer=192.168.64.1'",
+    ]

@@ -9,7 +9,9 @@ client and echo deployments with affinities): `client` and `echo-same-node` on t
   range to the world, so the world reaches a local backend (echo-same-node) and a remote one
   (echo-other-node) through it;
 - `echo-affinity`: ClusterIP, `sessionAffinity: ClientIP`, both echo pods behind it;
-- `echo-no-backends`: ClusterIP whose selector matches no pod (must refuse, not time out).
+- `echo-no-backends`: ClusterIP whose selector matches no pod (must refuse, not time out);
+- `echo-local`: NodePort, `externalTrafficPolicy: Local`, in front of the last echo pod (on
+  node 2 when there is one): only its node answers, and keeps the client's address.
 
 They stay after the test, as Cilium's do, so a re-run finds them running. Each node also gets a
 listener in its own namespace on HOST_PORT for pod-to-host; those run only while the test does.
@@ -50,7 +52,7 @@ LB_IP_TIMEOUT = 30.0
 """Seconds the operator may take to give the LoadBalancer Services their addresses."""
 ECHO_LABEL = {"kind": "echo"}
 """Every echo pod carries it (Cilium's label): the affinity Service selects them all."""
-AFFINITY, NO_BACKENDS = "echo-affinity", "echo-no-backends"
+AFFINITY, NO_BACKENDS, LOCAL = "echo-affinity", "echo-no-backends", "echo-local"
 ProbeSource = Literal["client", "world"]
 """Where a probe starts: the client pod, or the lab's world namespace (outside the cluster)."""
 
@@ -113,6 +115,7 @@ def services(lab: LabRecord) -> list[Object]:
         *echo,
         _service(AFFINITY, ECHO_LABEL, sessionAffinity="ClientIP"),
         _service(NO_BACKENDS, {"name": "nothing"}),
+        _service(LOCAL, {"name": pods[-1]}, type="NodePort", externalTrafficPolicy="Local"),
     ]
 
 
@@ -148,6 +151,10 @@ class Deployment:
     """Echo service name -> its externalIPs."""
     lb_ips: dict[str, str] = field(default_factory=dict)
     """Echo service name -> its LoadBalancer IP."""
+    local_node_port: int | None = None
+    """The TCP nodePort of LOCAL (externalTrafficPolicy Local)."""
+    service_backends: dict[str, str] = field(default_factory=dict)
+    """Single-pod service name -> that pod's name (`name=` selectors)."""
 
     def pod_ip(self, name: str) -> str | None:
         """A deployed pod's IP (None: not deployed here, e.g. one node only)."""
@@ -291,6 +298,11 @@ def deploy(lab: LabRecord) -> Deployment:
         service_ips={n: str(s["spec"]["clusterIP"]) for n, s in svcs.items()},
     )
     for name, svc in svcs.items():
+        selected = svc["spec"]["selector"].get("name")
+        if selected in pods:
+            deployment.service_backends[name] = selected
+        if name == LOCAL:
+            deployment.local_node_port = _node_ports(svc)[0]
         lb_ip = _lb_ip(svc)
         if lb_ip is not None:
             deployment.node_ports[name] = _node_ports(svc)
@@ -318,6 +330,10 @@ def _wait_programmed(d: Deployment) -> None:
     checks += [(ip, ports[0], n) for n, ports in d.node_ports.items() for ip in d.host_ips.values()]
     if NO_BACKENDS in d.service_ips:
         checks.append((d.service_ips[NO_BACKENDS], ECHO_TCP, None))
+    if d.local_node_port is not None:
+        backend = d.service_backends[LOCAL]
+        home = d.host_ips[d.pods[backend]["spec"]["nodeName"]]
+        checks.append((home, d.local_node_port, backend))
     deadline = time.monotonic() + SERVICE_TIMEOUT
 
     def wait(check: Check) -> None:
@@ -340,10 +356,12 @@ def probe_from(
     dest: str,
     port: int,
     protocol: str,
+    show_peer: bool = False,
     timeout: float = 2.0,
 ) -> dict[str, Any]:
     """Probe from inside the client pod (its namespace and node cgroup, as `pylium exec`
-    would) or from the world namespace; returns the probe's JSON result."""
+    would) or from the world namespace; returns the probe's JSON result. `show_peer`: see
+    `pylium.lab.probe`."""
     if source == "world":
         ns, cg = world_netns(deployment.lab.name), None
     else:
@@ -360,7 +378,7 @@ def probe_from(
     argv = netns.nsenter_argv(
         ns,
         [sys.executable, "-m", "pylium.lab.probe", dest, str(port), "--protocol", protocol,
-         "--timeout", str(timeout)],
+         "--timeout", str(timeout), *(["--show-peer"] if show_peer else [])],
     )  # fmt: skip
     proc = subprocess.run(
         argv, capture_output=True, text=True, preexec_fn=join_cgroup, timeout=timeout + 10

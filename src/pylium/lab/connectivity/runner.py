@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pylium.lab.connectivity.deploy import PROBES_AT_ONCE, Deployment, deploy, probe_from
-from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Refused, Scenario
+from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Scenario, Unanswered
 from pylium.lab.record import LabRecord
 
 
@@ -61,16 +61,21 @@ Prober = Callable[[Deployment, Action], dict[str, Any]]
 
 def probe_action(deployment: Deployment, action: Action) -> dict[str, Any]:
     """The real prober: a probe process in the client pod or the world namespace."""
-    return probe_from(deployment, action.source, action.dest, action.port, action.protocol)
+    return probe_from(
+        deployment, action.source, action.dest, action.port, action.protocol, action.show_peer
+    )
 
 
 def _verdict(action: Action, raw: dict[str, Any]) -> tuple[bool, str | None]:
     """(ok, why not) for a probe's JSON result."""
     answer, reason, expect = raw.get("answer"), raw.get("reason"), action.expect
-    if isinstance(expect, Refused):
-        if reason == "refused":
+    if isinstance(expect, Unanswered):
+        if reason == expect.reason:
             return True, None
-        return False, f"answered {answer!r}, expected a refusal" if raw.get("ok") else reason
+        return (
+            False,
+            f"{f'answered {answer!r}' if raw.get('ok') else reason}, expected {expect.reason}",
+        )
     if not raw.get("ok"):
         return False, str(reason)
     if answer == expect or (isinstance(expect, frozenset) and answer in expect):

@@ -17,21 +17,27 @@ from pylium.lab.connectivity.deploy import (
     ECHO_TCP,
     ECHO_UDP,
     HOST_PORT,
+    LOCAL,
     NO_BACKENDS,
     Deployment,
     ProbeSource,
 )
-from pylium.lab.record import LabRecord
+from pylium.lab.record import WORLD_UNDERLAY_IP, LabRecord
 
 
 @dataclass(frozen=True)
-class Refused:
-    """The probe must be refused at once (TCP reset, ICMP port unreachable), not time out."""
+class Unanswered:
+    """The probe must fail this way (the probe's `reason`)."""
+
+    reason: str
 
 
-REFUSED = Refused()
-Expect = str | frozenset[str] | Refused
-"""The answer, one of several answers (any backend of a service), or a refusal."""
+REFUSED = Unanswered("refused")
+"""Refused at once (TCP reset, ICMP port unreachable), not timed out."""
+DROPPED = Unanswered("timeout")
+"""Silently dropped (TCP)."""
+Expect = str | frozenset[str] | Unanswered
+"""The answer, one of several answers (any backend of a service), or a failure."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Action:
     protocol: str
     expect: Expect
     source: ProbeSource = "client"
+    show_peer: bool = False
+    """Ask for the client address the server saw (the answer becomes `NAME peer=IP`)."""
 
 
 def _every_lab(_lab: LabRecord) -> bool:
@@ -171,6 +179,22 @@ def _no_backends(d: Deployment) -> list[Action]:
     ]
 
 
+def _local_nodeport(d: Deployment) -> list[Action]:
+    """The externalTrafficPolicy=Local NodePort from the world: the backend's node answers and
+    keeps the world's address; every other node drops (kube-proxy's and Cilium's behaviour)."""
+    if d.local_node_port is None:
+        return []
+    backend = d.service_backends[LOCAL]
+    home = d.pods[backend]["spec"]["nodeName"]
+    port = d.local_node_port
+    answer = f"{backend} peer={WORLD_UNDERLAY_IP}"
+    return [
+        Action(f"{LOCAL} via {node}", ip, port, "tcp", answer if node == home else DROPPED,
+               "world", show_peer=True)
+        for node, ip in sorted(d.host_ips.items())
+    ]  # fmt: skip
+
+
 def _ebpf_mode(lab: LabRecord) -> bool:
     return lab.kubeProxyReplacement
 
@@ -220,6 +244,14 @@ SCENARIOS: list[Scenario] = [
         "world-to-externalip",
         "the world to each echo service's external IP (routed to node 1)",
         _from_world(lambda d, name: d.external_ips[name]),
+        requires=NODEPORT_BPF,
+        requires_in=_ebpf_mode,
+    ),
+    Scenario(
+        "world-to-local-nodeport",
+        "the world to an externalTrafficPolicy=Local NodePort: its backend's node answers and "
+        "sees the world's address, the other nodes drop",
+        _local_nodeport,
         requires=NODEPORT_BPF,
         requires_in=_ebpf_mode,
     ),
