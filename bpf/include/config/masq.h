@@ -4,6 +4,10 @@
 
 #include <linux/types.h>
 
+/* Masquerade pod traffic (Cilium's enable-bpf-masquerade); 0 when the uplink programs run
+ * for the per-packet service path alone (lib/nodeport.h). */
+volatile const __u8 enable_masquerade = 1;
+
 /* The node's address on its uplink: the source masqueraded traffic leaves with. */
 volatile const __be32 nat_node_ip = 0;
 

@@ -171,6 +171,7 @@ class Agent:
                     masquerade=params.masquerade,
                     node_port=node_port,
                     external_ips=external_ips,
+                    tunnel=params.routing_mode is RoutingMode.TUNNEL,
                     lb=params.lb,
                 )
             )

@@ -4,6 +4,7 @@
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
+                 [--enable-node-port true|false] [--enable-external-ips true|false]
                  [--kube-proxy-mode iptables|nftables]
                  [--bpf-lb-algorithm random|maglev] [--bpf-lb-maglev-table-size M]
                  [--routing-mode native|tunnel] [--uplink DEVICE]
@@ -104,6 +105,17 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         metavar="CIDR",
         help="destinations reached without masquerading (Cilium's ipv4-native-routing-cidr)",
     )
+    for flag, what in (
+        ("--enable-node-port", "NodePorts and LoadBalancer IPs"),
+        ("--enable-external-ips", "externalIPs"),
+    ):
+        parser.add_argument(
+            flag,
+            choices=["true", "false"],
+            default="true",
+            help=f"with --kube-proxy-replacement true: {what} reachable from outside through"
+            " the per-packet path on --uplink (default true)",
+        )
     parser.add_argument(
         "--kube-proxy-replacement",
         choices=["true", "false"],
@@ -180,6 +192,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         masquerade=args.enable_bpf_masquerade,
         native_routing_cidr=args.native_routing_cidr,
         kube_proxy_replacement=kube_proxy_replacement,
+        node_port=args.enable_node_port == "true",
+        external_ips=args.enable_external_ips == "true",
         cgroup=args.cgroup,
         kube_proxy_mode=KubeProxyMode(args.kube_proxy_mode) if args.kube_proxy_mode else None,
         lb=LBConfig(Algorithm(args.bpf_lb_algorithm), args.bpf_lb_maglev_table_size),

@@ -1,4 +1,5 @@
-"""BPF masquerade on the node's uplink: to-netdev and from-netdev with the NAT map.
+"""BPF masquerade and the per-packet service path on the node's uplink: to-netdev and
+from-netdev with the NAT map.
 
 to-netdev (tcx egress of the uplink) rewrites the source of pod traffic leaving the cluster to
 the node IP and a port of the masquerade range; from-netdev (tcx ingress) translates the
@@ -7,11 +8,16 @@ mapping, keyed like conntrack (`Ct4Tuple`, flags 0 = egress, 1 = ingress, as Cil
 NAT_DIR_* equal TUPLE_F_*). Entries carry an expiry the datapath refreshes per packet;
 `gc` deletes a mapping once both its entries expired.
 
-`BpfMasquerade` is the agent component (`--enable-bpf-masquerade`): at start it loads both
-programs once for the node with their maps pinned under the node's pin directory (the endpoint
-maps and the event ring are shared by name with the endpoint programs), attaches them to the
-uplink as tcx links pinned under `<pin_dir>/netdev/`, and on a restart swaps the new programs
-into those links (`links.ensure_pinned_tcx`). Mappings survive the restart in the pinned map.
+The same programs load-balance traffic from outside to NodePorts, LoadBalancer IPs and
+externalIPs (bpf/lib/nodeport.h, `--enable-node-port`, `--enable-external-ips`), with their flow
+state in the LRU `pylium_lb4_nodeport` and remote backends' SNAT in the NAT map.
+
+`BpfMasquerade` is the agent component (`--enable-bpf-masquerade`, or a service switch): at
+start it loads both programs once for the node with their maps pinned under the node's pin
+directory (the endpoint maps, the LB maps and the event ring are shared by name with the
+endpoint programs and socket LB), attaches them to the uplink as tcx links pinned under
+`<pin_dir>/netdev/`, and on a restart swaps the new programs into those links
+(`links.ensure_pinned_tcx`). Mappings survive the restart in the pinned map.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import socket
 import struct
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntFlag
 from pathlib import Path
 from types import TracebackType
@@ -33,9 +39,11 @@ from typing import Self
 from pylium.datapath.bpffs import require_bpffs
 from pylium.datapath.conntrack import Ct4Tuple, TupleFlags, monotonic_seconds
 from pylium.datapath.errors import BpfError
+from pylium.datapath.lbconfig import LBConfig
 from pylium.datapath.links import Direction, ensure_pinned_tcx, remove_pinned
 from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program, load_pair
 from pylium.datapath.maps import Map
+from pylium.datapath.overlay import VXLAN_DEVICE
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,14 @@ class NatConfig:
     """Destinations never masqueraded (ipv4-native-routing-cidr)."""
     port_min: int = PORT_MIN
     port_max: int = PORT_MAX
+    masquerade: bool = True
+    """Masquerade pod traffic (off: the programs serve the service switches alone)."""
+    node_port: bool = False
+    """Load-balance NodePorts and LoadBalancer IPs from outside (Cilium's enable-node-port)."""
+    external_ips: bool = False
+    """Load-balance externalIPs from outside (Cilium's enable-external-ips)."""
+    tunnel_ifindex: int = 0
+    """The node's VXLAN device (tunnel routing: remote backends are reached through it)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port_min <= self.port_max <= 65535:
@@ -91,6 +107,10 @@ class NatConfig:
     def constants(self) -> dict[str, int | bytes]:
         excluded = ipaddress.IPv4Network(self.exclude_cidr)
         return {
+            "enable_masquerade": int(self.masquerade),
+            "enable_node_port": int(self.node_port),
+            "enable_external_ips": int(self.external_ips),
+            "tunnel_ifindex": self.tunnel_ifindex,
             "nat_node_ip": ipaddress.IPv4Address(self.node_ip).packed,
             "nat_exclude_addr": excluded.network_address.packed,
             "nat_exclude_mask": excluded.netmask.packed,
@@ -110,14 +130,19 @@ class NetdevObjects:
 
     @classmethod
     def load(
-        cls, config: NatConfig, pin_dir: Path | None = None, obj_dir: Path = OBJ_DIR
+        cls,
+        config: NatConfig,
+        pin_dir: Path | None = None,
+        obj_dir: Path = OBJ_DIR,
+        lb: LBConfig | None = None,
     ) -> NetdevObjects:
         """Load both programs sharing their maps: pinned by name under `pin_dir` (shared with
-        the endpoint programs there), else in memory."""
+        the endpoint programs and socket LB there), else in memory."""
         constants = config.constants()
+        lb = lb if lb is not None else LBConfig()
         to_coll, from_coll = load_pair(
-            ObjectSpec.from_file(obj_dir / "to_netdev.o").with_constants(**constants),
-            ObjectSpec.from_file(obj_dir / "from_netdev.o").with_constants(**constants),
+            lb.apply(ObjectSpec.from_file(obj_dir / "to_netdev.o").with_constants(**constants)),
+            lb.apply(ObjectSpec.from_file(obj_dir / "from_netdev.o").with_constants(**constants)),
             pin_dir,
         )
         return cls(to_coll, from_coll)
@@ -212,6 +237,14 @@ class MasqueradeParams:
     port_max: int = PORT_MAX
     gc_interval: float = 30.0
     """Seconds between NAT map garbage collections."""
+    masquerade: bool = True
+    node_port: bool = False
+    external_ips: bool = False
+    tunnel: bool = False
+    """Tunnel routing: the VXLAN device exists (the endpoint datapath made it) and carries the
+    service path's traffic to remote backends."""
+    lb: LBConfig = field(default_factory=LBConfig)
+    """The service switches and LB settings (`NatConfig`, `LBConfig`)."""
 
 
 class BpfMasquerade:
@@ -242,14 +275,30 @@ class BpfMasquerade:
         p = self._params
         require_bpffs(p.pin_dir)
         ifindex, self.node_ip = uplink_address(p.uplink)
-        config = NatConfig(self.node_ip, p.native_routing_cidr, p.port_min, p.port_max)
-        self._objs = NetdevObjects.load(config, pin_dir=p.pin_dir)
+        config = NatConfig(
+            self.node_ip,
+            p.native_routing_cidr,
+            p.port_min,
+            p.port_max,
+            masquerade=p.masquerade,
+            node_port=p.node_port,
+            external_ips=p.external_ips,
+            tunnel_ifindex=socket.if_nametoindex(VXLAN_DEVICE) if p.tunnel else 0,
+        )
+        self._objs = NetdevObjects.load(config, pin_dir=p.pin_dir, lb=p.lb)
         self.links_dir.mkdir(exist_ok=True)
         # In this thread, not a worker's: the ifindex is only valid in this thread's netns
         # (tests enter it per thread); two attaches once per start are worth the ~25 ms.
         self._attach(ifindex)
         log.info(
-            "masquerading to %s on %s (ports %d-%d), except to %s",
+            "uplink %s: masquerade %s, node port %s, external IPs %s",
+            p.uplink,
+            p.masquerade,
+            p.node_port,
+            p.external_ips,
+        )
+        log.info(
+            "NAT to %s on %s (ports %d-%d), except to %s",
             self.node_ip,
             p.uplink,
             p.port_min,
