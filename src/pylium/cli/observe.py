@@ -59,7 +59,7 @@ def _sided_options(command: F) -> F:
 )
 @click.option("--verdict", multiple=True, help="FORWARDED, DROPPED, ...")
 @click.option("--protocol", multiple=True, help="tcp, udp or icmp.")
-@click.option("-t", "--type", "type", multiple=True, help="Event type: trace or drop.")
+@click.option("-t", "--type", "type", multiple=True, help="Event type: trace, drop or trace-sock.")
 @click.option("--node-name", multiple=True, help="Flows of this node (a trailing * matches).")
 @click.option("--traffic-direction", multiple=True, help="ingress or egress.")
 @click.option("--drop-reason-desc", multiple=True, help="A drop reason name: POLICY_DENIED, ...")

@@ -35,7 +35,7 @@ from pylium.hubble.flow import (
 
 DEFAULT_NAMESPACE = "default"
 
-EVENT_TYPES = {"drop": 1, "trace": 4}
+EVENT_TYPES = {"drop": 1, "trace": 4, "trace-sock": 7}
 """`--type` names and Cilium's monitor message types."""
 
 
