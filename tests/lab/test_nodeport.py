@@ -1,9 +1,9 @@
-"""The per-packet service path (bpf/lib/nodeport.h) in a 3-node tunnel lab, probed from the
-world namespace: NodePort on a node with the backend and on one without it (source-NATed
-there), a LoadBalancer IP and an externalIP (both routed by the world to node 1, which hosts no
-backend), externalTrafficPolicy=Local (the client's address reaches the pod; a node without a
-local backend does not answer), a service without backends refused at once, ClientIP affinity
-sticking to one backend."""
+"""The per-packet service path (bpf/lib/nodeport.h) in a 3-node lab (tunnel, then native
+routing), probed from the world namespace: NodePort on a node with the backend and on one
+without it (source-NATed there), a LoadBalancer IP and an externalIP (both routed by the world
+to node 1, which hosts no backend), externalTrafficPolicy=Local (the client's address reaches
+the pod; a node without a local backend does not answer), a service without backends refused
+at once, ClientIP affinity sticking to one backend."""
 
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ EXTERNAL_IP = "192.0.2.77"
 WORLD_ADDRESSES = {record.WORLD_IP, record.WORLD_UNDERLAY_IP}
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    """Three tunnel-mode nodes; backends `np-a` on node 2 and `np-b` on node 3, no pod on node 1."""
+@pytest.fixture(scope="module", params=["tunnel", "native"])
+def lab(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Three nodes; backends `np-a` on node 2 and `np-b` on node 3, no pod on node 1."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
     name = unique_lab()
     try:
-        pylium("lab", "up", "--name", name, "--nodes", "3", "--routing", "tunnel")
+        pylium("lab", "up", "--name", name, "--nodes", "3", "--routing", request.param)
         apply(
             name,
             backend(name, "np-a", 2, "a"),
