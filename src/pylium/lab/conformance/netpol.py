@@ -326,23 +326,13 @@ class Harness:
                     await self.apply(action)
                 await self._wait_running()
                 label = "initial" if i == 0 else f"step {i} ({step.get('description', '')})"
-                cells = self._cells(step["probes"])
+                cells = matrix(step["probes"], self.protocols)
                 result.probes += len(cells)
                 result.wrong += [f"{label}: {w}" for w in await self._check(cells)]
         finally:
             await self.reset()
         result.seconds = time.monotonic() - start
         return result
-
-    def _cells(self, probes: list[dict[str, Any]]) -> list[Cell]:
-        return [
-            Cell(src, dst, probe["port"], probe["protocol"], dst in allowed)
-            for probe in probes
-            if probe["protocol"] in self.protocols
-            for src, allowed in probe["expected"].items()
-            for dst in probe["expected"]
-            if dst != src
-        ]
 
     async def _check(self, cells: list[Cell]) -> list[str]:
         """The cells whose datapath result or trace disagrees with the table, once every
@@ -398,6 +388,19 @@ class Harness:
         for node in batches:
             out.update({ids[i]: answer for i, answer in self._probers[node].collect().items()})
         return out
+
+
+def matrix(probes: list[dict[str, Any]], protocols: list[str]) -> list[Cell]:
+    """The cells of a step's probes on the protocols that can run: every ordered pair of the
+    expected table but loopback, wanted allowed iff the table lists the destination."""
+    return [
+        Cell(src, dst, probe["port"], probe["protocol"], dst in allowed)
+        for probe in probes
+        if probe["protocol"] in protocols
+        for src, allowed in probe["expected"].items()
+        for dst in probe["expected"]
+        if dst != src
+    ]
 
 
 def created_namespaces(cases: list[dict[str, Any]]) -> set[str]:
