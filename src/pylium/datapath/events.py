@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -91,29 +92,9 @@ class Direction(IntEnum):
     EGRESS = 2
 
 
-class RawEvent(ctypes.Structure):
-    """struct pylium_event."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint8),
-        ("subtype", ctypes.c_uint8),
-        ("source", ctypes.c_uint16),
-        ("orig_len", ctypes.c_uint32),
-        ("ifindex", ctypes.c_uint32),
-        ("reason", ctypes.c_uint8),
-        ("proto", ctypes.c_uint8),
-        ("dir", ctypes.c_uint8),
-        ("tcp_flags", ctypes.c_uint8),
-        ("saddr", ctypes.c_uint8 * 4),
-        ("daddr", ctypes.c_uint8 * 4),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("src_identity", ctypes.c_uint32),
-        ("dst_identity", ctypes.c_uint32),
-        ("policy_cookie", ctypes.c_uint32),
-        ("policy_verdict", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
-    ]
+RAW_EVENT = struct.Struct("<BBHIIBBBB4s4sHHIIIB3x")
+"""struct pylium_event (little-endian host; addresses and ports in network order), unpacked in
+one call: the observer decodes tens of thousands of these a second."""
 
 
 @dataclass(frozen=True)
@@ -146,32 +127,34 @@ class Event:
 
     @classmethod
     def decode(cls, data: bytes) -> Event:
-        if len(data) != ctypes.sizeof(RawEvent):
+        if len(data) != RAW_EVENT.size:
             raise ValueError(
-                f"event of {len(data)} bytes, struct pylium_event has {ctypes.sizeof(RawEvent)}"
+                f"event of {len(data)} bytes, struct pylium_event has {RAW_EVENT.size}"
             )
-        raw = RawEvent.from_buffer_copy(data)
-        kind = EventType(raw.type)
+        (kind_code, subtype, source, orig_len, ifindex, reason, proto, direction, tcp_flags,
+         saddr, daddr, sport, dport, src_identity, dst_identity, policy_cookie,
+         policy_verdict) = RAW_EVENT.unpack(data)  # fmt: skip
+        kind = EventType(kind_code)
         return cls(
             type=kind,
-            drop_reason=DropReason(raw.subtype) if kind is EventType.DROP else None,
-            trace_point=TracePoint(raw.subtype) if kind is EventType.TRACE else None,
-            source=raw.source,
-            ifindex=raw.ifindex,
-            ct_status=raw.reason,
-            direction=Direction(raw.dir),
-            length=raw.orig_len,
-            proto=raw.proto,
-            saddr=ipaddress.IPv4Address(bytes(raw.saddr)),
-            daddr=ipaddress.IPv4Address(bytes(raw.daddr)),
-            sport=socket.ntohs(raw.sport),
-            dport=socket.ntohs(raw.dport),
-            tcp_flags=raw.tcp_flags,
-            src_identity=raw.src_identity,
-            dst_identity=raw.dst_identity,
-            policy_verdict=PolicyVerdict(raw.policy_verdict),
-            policy_cookie=raw.policy_cookie,
-            xlate_point=XlatePoint(raw.subtype) if kind is EventType.TRACE_SOCK else None,
+            drop_reason=DropReason(subtype) if kind is EventType.DROP else None,
+            trace_point=TracePoint(subtype) if kind is EventType.TRACE else None,
+            source=source,
+            ifindex=ifindex,
+            ct_status=reason,
+            direction=Direction(direction),
+            length=orig_len,
+            proto=proto,
+            saddr=ipaddress.IPv4Address(saddr),
+            daddr=ipaddress.IPv4Address(daddr),
+            sport=socket.ntohs(sport),
+            dport=socket.ntohs(dport),
+            tcp_flags=tcp_flags,
+            src_identity=src_identity,
+            dst_identity=dst_identity,
+            policy_verdict=PolicyVerdict(policy_verdict),
+            policy_cookie=policy_cookie,
+            xlate_point=XlatePoint(subtype) if kind is EventType.TRACE_SOCK else None,
         )
 
 

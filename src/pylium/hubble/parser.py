@@ -127,15 +127,16 @@ class FlowParser:
         subtype = code if dropped else int(event.trace_point or 0)
         named = self._named_policies(event)
         none: tuple[Policy, ...] = ()
+        src, dst = str(event.saddr), str(event.daddr)  # once: the flow and the lookups use them
         return Flow(
             time_ns=self._clock(),
             uuid=self._uuid(),
             verdict=_verdict(event),
             drop_reason=code,
-            IP=IP(str(event.saddr), str(event.daddr)) if has_l3 else None,
+            IP=IP(src, dst) if has_l3 else None,
             l4=l4,
-            source=self._endpoint(event.saddr, event.src_identity) if has_l3 else Endpoint(),
-            destination=self._endpoint(event.daddr, event.dst_identity) if has_l3 else Endpoint(),
+            source=self._endpoint(src, event.src_identity) if has_l3 else Endpoint(),
+            destination=self._endpoint(dst, event.dst_identity) if has_l3 else Endpoint(),
             Type=FlowType.L3_L4,
             node_name=self._node,
             event_type=CiliumEventType(int(event.type), subtype),
@@ -165,14 +166,15 @@ class FlowParser:
         l4 = _layer4(event, False)
         point = event.xlate_point or XlatePoint.PRE_DIRECTION_FWD
         source = str(event.saddr) if event.saddr != _UNSPECIFIED else ""
+        destination = str(event.daddr)
         return Flow(
             time_ns=self._clock(),
             uuid=self._uuid(),
             verdict=Verdict.TRANSLATED,
-            IP=IP(source, str(event.daddr)),
+            IP=IP(source, destination),
             l4=l4,
-            source=self._endpoint(event.saddr, 0) if source else Endpoint(),
-            destination=self._endpoint(event.daddr, 0),
+            source=self._endpoint(source, 0) if source else Endpoint(),
+            destination=self._endpoint(destination, 0),
             Type=FlowType.SOCK,
             node_name=self._node,
             event_type=CiliumEventType(int(event.type), int(point)),
@@ -194,9 +196,9 @@ class FlowParser:
         verdict = "allowed" if event.policy_verdict is PolicyVerdict.ALLOWED else "denied"
         return {f"{side}_{verdict}_by": policies}
 
-    def _endpoint(self, ip: IPv4Address, identity: int) -> Endpoint:
+    def _endpoint(self, ip: str, identity: int) -> Endpoint:
         # The datapath's identity (own endpoint, ipcache or tunnel VNI) wins over the lookup's.
-        endpoint = self._lookup.endpoint_by_ip(str(ip)) or Endpoint()
+        endpoint = self._lookup.endpoint_by_ip(ip) or Endpoint()
         return dataclasses.replace(endpoint, identity=identity) if identity else endpoint
 
 
