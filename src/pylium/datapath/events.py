@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from pylium.datapath import libbpf
 from pylium.datapath.maps import RawMap
@@ -95,6 +95,33 @@ class Direction(IntEnum):
 RAW_EVENT = struct.Struct("<BBHIIBBBB4s4sHHIIIB3x")
 """struct pylium_event (little-endian host; addresses and ports in network order), unpacked in
 one call: the observer decodes tens of thousands of these a second."""
+# Enum members and addresses by their raw value: a dict lookup costs a tenth of an Enum or
+# IPv4Address constructor call, and the observer makes several per event.
+_TYPES = {int(m): m for m in EventType}
+_DROPS = {int(m): m for m in DropReason}
+_POINTS = {int(m): m for m in TracePoint}
+_XLATES = {int(m): m for m in XlatePoint}
+_DIRECTIONS = {int(m): m for m in Direction}
+_VERDICTS = {int(m): m for m in PolicyVerdict}
+_E = TypeVar("_E", bound=IntEnum)
+_ADDRESSES: dict[bytes, ipaddress.IPv4Address] = {}
+_ADDRESS_CACHE_MAX = 4096
+"""Addresses kept decoded (bounded: emptied when full)."""
+
+
+def _member(members: dict[int, _E], enum: type[_E], value: int) -> _E:
+    """The member of `value`; an unknown value raises ValueError as `enum(value)` does."""
+    found = members.get(value)
+    return found if found is not None else enum(value)
+
+
+def _address(packed: bytes) -> ipaddress.IPv4Address:
+    found = _ADDRESSES.get(packed)
+    if found is None:
+        if len(_ADDRESSES) >= _ADDRESS_CACHE_MAX:
+            _ADDRESSES.clear()
+        found = _ADDRESSES[packed] = ipaddress.IPv4Address(packed)
+    return found
 
 
 @dataclass(frozen=True)
@@ -134,27 +161,29 @@ class Event:
         (kind_code, subtype, source, orig_len, ifindex, reason, proto, direction, tcp_flags,
          saddr, daddr, sport, dport, src_identity, dst_identity, policy_cookie,
          policy_verdict) = RAW_EVENT.unpack(data)  # fmt: skip
-        kind = EventType(kind_code)
+        kind = _member(_TYPES, EventType, kind_code)
         return cls(
             type=kind,
-            drop_reason=DropReason(subtype) if kind is EventType.DROP else None,
-            trace_point=TracePoint(subtype) if kind is EventType.TRACE else None,
+            drop_reason=_member(_DROPS, DropReason, subtype) if kind is EventType.DROP else None,
+            trace_point=_member(_POINTS, TracePoint, subtype) if kind is EventType.TRACE else None,
             source=source,
             ifindex=ifindex,
             ct_status=reason,
-            direction=Direction(direction),
+            direction=_member(_DIRECTIONS, Direction, direction),
             length=orig_len,
             proto=proto,
-            saddr=ipaddress.IPv4Address(saddr),
-            daddr=ipaddress.IPv4Address(daddr),
+            saddr=_address(saddr),
+            daddr=_address(daddr),
             sport=socket.ntohs(sport),
             dport=socket.ntohs(dport),
             tcp_flags=tcp_flags,
             src_identity=src_identity,
             dst_identity=dst_identity,
-            policy_verdict=PolicyVerdict(policy_verdict),
+            policy_verdict=_member(_VERDICTS, PolicyVerdict, policy_verdict),
             policy_cookie=policy_cookie,
-            xlate_point=XlatePoint(subtype) if kind is EventType.TRACE_SOCK else None,
+            xlate_point=_member(_XLATES, XlatePoint, subtype)
+            if kind is EventType.TRACE_SOCK
+            else None,
         )
 
 

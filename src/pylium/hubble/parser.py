@@ -53,6 +53,7 @@ ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 
 _UNSPECIFIED = IPv4Address(0)
+_TEXT_CACHE_MAX = 4096
 
 
 class EndpointLookup(Protocol):
@@ -112,6 +113,7 @@ class FlowParser:
         self._uuid = new_uuid
         self._policies = policies
         self._services = services
+        self._texts: dict[IPv4Address, str] = {}
 
     def parse(self, event: Event) -> Flow:
         """The flow an event describes."""
@@ -127,7 +129,7 @@ class FlowParser:
         subtype = code if dropped else int(event.trace_point or 0)
         named = self._named_policies(event)
         none: tuple[Policy, ...] = ()
-        src, dst = str(event.saddr), str(event.daddr)  # once: the flow and the lookups use them
+        src, dst = self._text(event.saddr), self._text(event.daddr)
         return Flow(
             time_ns=self._clock(),
             uuid=self._uuid(),
@@ -183,6 +185,16 @@ class FlowParser:
             sock_xlate_point=SocketTranslationPoint(int(point)),
             Summary=l4_summary(l4),
         )
+
+    def _text(self, address: IPv4Address) -> str:
+        """An address as text, cached (bounded): the same few addresses come again and again,
+        and the flow and both endpoint lookups need the text."""
+        text = self._texts.get(address)
+        if text is None:
+            if len(self._texts) >= _TEXT_CACHE_MAX:
+                self._texts.clear()
+            text = self._texts[address] = str(address)
+        return text
 
     def _named_policies(self, event: Event) -> dict[str, tuple[Policy, ...]]:
         """`{ingress,egress}_{allowed,denied}_by` of an event with a policy verdict (an AUDIT
