@@ -72,11 +72,13 @@ class Node:
     """One simulated node: sock.o (the maps' owner) on its own cgroup, lb_select.o on the
     same pins, and the agent's LB map model."""
 
-    def __init__(self, obj: Path, tag: str) -> None:
-        self.cgroup, self.pins = CGROUP_ROOT / tag, BPFFS_ROOT / tag
-        self.cgroup.mkdir(parents=True)
-        self.sock = SockLB.load(self.pins, self.cgroup, lb=CONFIG)
-        self.prog: Collection = CONFIG.apply(ObjectSpec.from_file(obj)).load(self.pins)
+    def __init__(self, obj: Path, cgroup: Path, pins: Path) -> None:
+        self.sock = SockLB.load(pins, cgroup, lb=CONFIG)
+        try:
+            self.prog: Collection = CONFIG.apply(ObjectSpec.from_file(obj)).load(pins)
+        except BaseException:
+            self.close_sock()
+            raise
         self.table = ServiceTable()
         self.maps = LBMaps(LBParams("tm-node1", algorithm=Algorithm.MAGLEV, maglev_table_size=M))
 
@@ -100,6 +102,9 @@ class Node:
 
     def close(self) -> None:
         self.prog.close()
+        self.close_sock()
+
+    def close_sock(self) -> None:
         self.sock.detach()
         self.sock.close()
 
@@ -114,16 +119,24 @@ def lb_select(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def nodes(lb_select: Path) -> Iterator[tuple[Node, Node]]:
+    """Two nodes on cgroups and pins `tm-<random>`, removed afterwards whatever happened."""
     made: list[Node] = []
+    dirs: list[tuple[Path, Path]] = []
     try:
         for _ in range(2):
-            made.append(Node(lb_select, f"tm-{secrets.token_hex(4)}"))
+            tag = f"tm-{secrets.token_hex(4)}"
+            cgroup, pins = CGROUP_ROOT / tag, BPFFS_ROOT / tag
+            dirs.append((cgroup, pins))
+            cgroup.mkdir(parents=True)
+            made.append(Node(lb_select, cgroup, pins))
         yield made[0], made[1]
     finally:
         for node in made:
             node.close()
-            shutil.rmtree(node.pins, ignore_errors=True)
-            node.cgroup.rmdir()
+        for cgroup, pins in dirs:
+            shutil.rmtree(pins, ignore_errors=True)
+            if cgroup.exists():
+                cgroup.rmdir()
 
 
 FLOWS = [(f"10.244.9.{i % 250 + 1}", 40000 + i) for i in range(400)]
