@@ -10,10 +10,11 @@ into an enriched flow (pod names from the endpoint list) and puts in its ring, w
 follower (a `pylium observe -f` client) takes every flow.
 
 - Throughput: the producer runs at paced rates (bursts every 10 ms) that double until a run
-  loses events, and then at full speed. Produced = test runs (one event each); decoded = flows
-  the observer made; lost = produced - decoded (the ring buffer was full: the datapath's
-  `bpf_ringbuf_output` fails silently) plus decode errors; follower lost = flows the follower
-  missed. The sustained rate is the highest paced rate with nothing lost.
+  loses events, then twice at the middle of the remaining gap, and then at full speed.
+  Produced = test runs (one event each); decoded = flows the observer made; lost = produced -
+  decoded (the ring buffer was full: the datapath's `bpf_ringbuf_output` fails silently) plus
+  decode errors; follower lost = flows the follower missed. The sustained rate is the highest
+  paced rate with nothing lost.
 - Overhead: from-container's average run time per packet (BPF_PROG_TEST_RUN `duration`) with
   an event per packet (aggregation 0, consumed by the observer) against Cilium's default
   aggregation (1: an established flow reports nothing), rounds interleaved, medians compared.
@@ -56,6 +57,8 @@ B = EndpointInfo.make(
 BURST_INTERVAL = 0.01
 """Paced runs write one burst of events every 10 ms."""
 FIRST_RATE = 2_500
+BISECT_STEPS = 2
+"""Runs between the last lossless and the first lossy doubling."""
 GOAL_RATE = 50_000
 """The issue's goal: flows/s per node without loss."""
 GOAL_OVERHEAD = 0.05
@@ -220,14 +223,28 @@ async def _measure(
     bench: _Bench, seconds: float, rounds: int, max_rate: int, progress: Progress
 ) -> Report:
     runs: list[Run] = []
-    sustained, target = 0, FIRST_RATE
-    while target <= max_rate:
+
+    async def lossless(target: int) -> bool:
         run = await bench.run(target, seconds)
         runs.append(run)
         progress(f"paced {target}/s: {run.decoded}/{run.produced} decoded, {run.lost} lost")
-        if run.lost or run.follower_lost:
+        return not (run.lost or run.follower_lost)
+
+    sustained, target = 0, FIRST_RATE
+    while target <= max_rate:
+        if not await lossless(target):
             break
         sustained, target = target, target * 2
+    # Between the last lossless rate and the first lossy one, halve the gap a few times.
+    lossy = target
+    for _ in range(BISECT_STEPS if sustained and lossy <= max_rate else 0):
+        middle = (sustained + lossy) // 2 // 1000 * 1000
+        if middle <= sustained:
+            break
+        if await lossless(middle):
+            sustained = middle
+        else:
+            lossy = middle
     run = await bench.run(0, seconds)
     runs.append(run)
     progress(f"full speed: {run.rate:.0f}/s decoded, {run.lost} of {run.produced} lost")
