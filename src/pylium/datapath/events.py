@@ -45,6 +45,9 @@ class DropReason(IntEnum):
     """"No matching local container found": a pod-CIDR address without an endpoint."""
     CT_CREATE_FAILED = 155
     """"CT: Map insertion failed"."""
+    NO_SERVICE = 158
+    """"Service backend not found": a service frontend from outside without a backend to take
+    the flow (refused with a TCP RST / ICMP port unreachable when it has none at all)."""
     NAT_NO_MAPPING = 167
     """"No mapping for NAT masquerade": no free port (or the NAT map refused the entry)."""
     NAT_UNSUPP_PROTO = 168
