@@ -21,7 +21,8 @@ def load_cases(path: Path = CASES_FILE) -> dict[str, Any] | None:
     if not path.exists():
         return None
     with path.open() as f:
-        data: dict[str, Any] = yaml.safe_load(f)
+        # libyaml's loader: the pure-Python one takes seconds over this file.
+        data: dict[str, Any] = yaml.load(f, Loader=yaml.CSafeLoader)
     return data
 
 
