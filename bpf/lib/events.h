@@ -33,6 +33,28 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } pylium_events SEC(".maps");
 
+/* Events the full ring buffer refused, per CPU (the agent reports them as Hubble's
+ * PERF_EVENT_RING_BUFFER lost events): a loss is never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} pylium_events_lost SEC(".maps");
+
+static __always_inline void events_output(struct pylium_event *ev)
+{
+	__u32 zero = 0;
+	__u64 *lost;
+
+	/* A full ring (nobody reading) loses the event, never the packet; it is counted. */
+	if (!bpf_ringbuf_output(&pylium_events, ev, sizeof(*ev), 0))
+		return;
+	lost = bpf_map_lookup_elem(&pylium_events_lost, &zero);
+	if (lost)
+		*lost += 1;
+}
+
 static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 subtype,
 				       __u16 source, __u32 ifindex, __u8 reason, __u8 dir,
 				       const struct ipv4_flow *flow)
@@ -59,8 +81,7 @@ static __always_inline void emit_event(struct __sk_buff *ctx, __u8 type, __u8 su
 		ev.policy_cookie = flow->policy_cookie;
 		ev.policy_verdict = flow->policy_verdict;
 	}
-	/* A full ring (nobody reading) loses the event, never the packet. */
-	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);
+	events_output(&ev);
 }
 
 /* Socket LB translation points (Cilium's enum xlate_point). */
@@ -83,5 +104,5 @@ static __always_inline void emit_sock_event(__u8 point, __u16 rev_nat_index, __u
 		.dport = port,
 	};
 
-	bpf_ringbuf_output(&pylium_events, &ev, sizeof(ev), 0);
+	events_output(&ev);
 }

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pylium.hubble.flow import TCP, UDP, DropReason, Flow, ICMPv4, TraceObservationPoint, Verdict
-from pylium.hubble.observer import LOST_DECODE, LOST_FOLLOWERS, Observer
+from pylium.hubble.observer import LOST_DATAPATH, LOST_DECODE, LOST_FOLLOWERS, Observer
 
 MONITOR_DROP = 1
 MONITOR_POLICY_VERDICT = 5
@@ -130,6 +130,6 @@ class _LostCollector(Collector):
             "hubble_lost_events", "Events lost by the observer", labels=["source"]
         )
         lost = self.observer.status().lost if self.observer is not None else {}
-        for source in (LOST_DECODE, LOST_FOLLOWERS):
+        for source in (LOST_DATAPATH, LOST_DECODE, LOST_FOLLOWERS):
             family.add_metric([source], lost.get(source, 0))
         yield family

@@ -18,6 +18,7 @@ would have to count failed `bpf_ringbuf_output` calls).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pylium.datapath.events import Event, RingBuffer
-from pylium.datapath.maps import RawMap
+from pylium.datapath.maps import Map, RawMap
 from pylium.hubble.parser import FlowParser
 from pylium.hubble.ring import DEFAULT_CAPACITY, FlowRing
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 LOST_DECODE = "OBSERVER_EVENTS_QUEUE"
 LOST_FOLLOWERS = "HUBBLE_RING_BUFFER"
+LOST_DATAPATH = "PERF_EVENT_RING_BUFFER"
+"""Events the datapath could not write: the ring buffer was full (`pylium_events_lost`)."""
+MAP_EVENTS_LOST = "pylium_events_lost"
 
 
 class _BatchDone(Exception):
@@ -52,17 +56,34 @@ class EventReader(Protocol):
         """Hand every waiting event to the callback; ValueError for an undecodable one (which
         is consumed: a later call goes on after it)."""
 
+    def lost(self) -> int:
+        """Events the datapath dropped because the ring buffer was full."""
+
     def close(self) -> None: ...
 
 
+class _Index(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_uint32)]
+
+
+class _Count(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64)]
+
+
 class PinnedRingBuffer:
-    """The pinned `pylium_events` map with libbpf's ring buffer consumer on it."""
+    """The pinned `pylium_events` map with libbpf's ring buffer consumer on it, and its loss
+    counter (`pylium_events_lost`, pinned next to it)."""
 
     def __init__(self, pin: Path, callback: Callable[[Event], None]) -> None:
         self._map = RawMap.from_pin(pin)
+        lost: RawMap | None = None
         try:
+            lost = RawMap.from_pin(pin.with_name(MAP_EVENTS_LOST))
+            self._lost = Map(lost, _Index, _Count)
             self._rb = RingBuffer(self._map, callback)
         except BaseException:
+            if lost is not None:
+                lost.close()
             self._map.close()
             raise
 
@@ -74,8 +95,12 @@ class PinnedRingBuffer:
     def consume(self) -> int:
         return self._rb.consume()
 
+    def lost(self) -> int:
+        return sum(v.count for v in self._lost.lookup_all_cpus(_Index(0)))
+
     def close(self) -> None:
         self._rb.close()
+        self._lost.raw.close()
         self._map.close()
 
 
@@ -158,7 +183,11 @@ class Observer:
             max_flows=self.ring.capacity,
             seen_flows=self.ring.seen,
             uptime_ns=time.monotonic_ns() - self._started_ns if self._started_ns else 0,
-            lost={LOST_DECODE: self.decode_errors, LOST_FOLLOWERS: self.ring.follower_lost},
+            lost={
+                LOST_DATAPATH: self._reader.lost() if self._reader is not None else 0,
+                LOST_DECODE: self.decode_errors,
+                LOST_FOLLOWERS: self.ring.follower_lost,
+            },
         )
 
     def _drain(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pylium.datapath.events import Event
-from pylium.hubble.observer import LOST_DECODE, Observer, ObserverParams
+from pylium.hubble.observer import LOST_DATAPATH, LOST_DECODE, Observer, ObserverParams
 from pylium.hubble.parser import FlowParser
 from tests.support import eventually
 from tests.unit.hubble.test_parser import FakeLookup, event
@@ -30,6 +30,7 @@ class FakeReader:
         self.r, self.w = os.pipe()
         os.set_blocking(self.r, False)
         self.consume_calls = 0
+        self.datapath_lost = 0
         self.closed = False
 
     @property
@@ -52,6 +53,9 @@ class FakeReader:
         with suppress(BlockingIOError):
             os.read(self.r, 4096)  # nothing waits: no longer readable
         return handled
+
+    def lost(self) -> int:
+        return self.datapath_lost
 
     def close(self) -> None:
         self.closed = True
@@ -88,6 +92,8 @@ async def test_that_events_are_read_in_batches_and_bad_ones_counted():
     status = obs.status()
     assert (status.num_flows, status.max_flows, status.seen_flows) == (5, 5, 10)
     assert status.lost[LOST_DECODE] == 1
+    reader.datapath_lost = 7  # the ring buffer was full 7 times
+    assert obs.status().lost[LOST_DATAPATH] == 7
 
     await obs.stop()
     assert reader.closed

@@ -143,6 +143,7 @@ def test_that_each_datapath_drop_code_has_a_hubble_name():
         DropReason.INVALID: "INVALID_PACKET_DROPPED",
         DropReason.UNKNOWN_L3: "UNSUPPORTED_L3_PROTOCOL",
         DropReason.NO_LXC: "NO_MATCHING_LOCAL_CONTAINER_FOUND",
+        DropReason.NO_SERVICE: "SERVICE_BACKEND_NOT_FOUND",
         DropReason.CT_CREATE_FAILED: "CT_MAP_INSERTION_FAILED",
         DropReason.NO_TUNNEL_ENDPOINT: "NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT",
         DropReason.INVALID_IDENTITY: "INVALID_IDENTITY",

@@ -10,7 +10,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pylium.hubble.flow import TCP, Verdict
-from pylium.hubble.observer import LOST_DECODE, LOST_FOLLOWERS, Observer, ObserverParams
+from pylium.hubble.observer import (
+    LOST_DATAPATH,
+    LOST_DECODE,
+    LOST_FOLLOWERS,
+    Observer,
+    ObserverParams,
+)
 from pylium.hubble.parser import FlowParser
 from pylium.hubble.rest import add_routes
 from tests.unit.hubble.flows import DB, T0, UDP, WEB1, WEB2, make_flow
@@ -139,7 +145,7 @@ async def test_that_status_reports_counts_capacity_and_lost_by_source(client, ob
         "max_flows": "100",
         "seen_flows": "3",
         "uptime_ns": "0",
-        "lost_events": {LOST_DECODE: "2", LOST_FOLLOWERS: "0"},
+        "lost_events": {LOST_DATAPATH: "0", LOST_DECODE: "2", LOST_FOLLOWERS: "0"},
     }
 
 
