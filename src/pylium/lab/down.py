@@ -104,7 +104,8 @@ def _stop(
     """Stop the recorded pid and any other process `match` recognises."""
     for p in {pid, *process.find(match)} - {None}:
         progress(f"{what}: stopping pid {p}")
-        process.stop(p, match)
+        if left := process.stop(p, match):
+            progress(f"{what}: pid {p} outlived SIGKILL (state {left}); going on without it")
 
 
 def _rmtree(path: Path) -> None:

@@ -49,32 +49,45 @@ Match = Callable[[list[str]], bool]
 """Tells our process from another by its argv (the kernel reuses pids)."""
 
 
-def alive(pid: int | None, match: Match | None = None) -> bool:
-    """Whether `pid` runs, not as a zombie (and, given `match`, is the process we mean)."""
+def state(pid: int | None) -> str:
+    """The kernel's one-letter state of `pid` (R, S, D, T, Z, ...), "" if it is gone."""
     if not pid:
-        return False
+        return ""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return False
+        return ""
     # The state follows the parenthesised command name, which may itself hold spaces.
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+    return stat.rpartition(")")[2].split()[0]
+
+
+def alive(pid: int | None, match: Match | None = None) -> bool:
+    """Whether `pid` runs, not as a zombie (and, given `match`, is the process we mean)."""
+    if state(pid) in ("", "Z", "X"):
         return False
-    return match is None or match(cmdline(pid))
+    return match is None or match(cmdline(pid or 0))
 
 
-def stop(pid: int | None, match: Match | None = None, timeout: float = 5.0) -> None:
-    """SIGTERM the process, SIGKILL it if it outlives `timeout`; gone already is fine."""
+def stop(pid: int | None, match: Match | None = None, timeout: float = 5.0) -> str:
+    """SIGTERM the process, SIGKILL it if it outlives `timeout`; gone already is fine.
+
+    Returns "" once it has ended, else its state after SIGKILL had `timeout` too (a process
+    stuck in the kernel, "D", ends only when the kernel lets it go): the caller goes on rather
+    than waiting forever, and says so.
+    """
     if not alive(pid, match):
-        return
+        return ""
     assert pid is not None
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
-            deadline = time.monotonic() + timeout
-        time.sleep(0.02)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal(pid, sig)
+        deadline = time.monotonic() + timeout
+        while alive(pid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        else:
+            return ""
+    return state(pid)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -190,7 +190,7 @@ def wait_agent(
 def restart_agent(lab: LabRecord, node: NodeRecord, progress: Callable[[str], None] = print) -> int:
     """Stop the node's agent if it runs, start it again, wait until healthy; returns its pid.
     Pods keep their addresses: the agent reads its state back."""
-    process.stop(node.agentPid, daemons.is_agent_of(node.name))
+    _stop_for_restart("agent", node.agentPid, daemons.is_agent_of(node.name))
     pid = daemons.start_agent(lab, node)
     record.save(lab)
     wait_agent(node, progress)
@@ -200,10 +200,16 @@ def restart_agent(lab: LabRecord, node: NodeRecord, progress: Callable[[str], No
 def restart_kubelet(lab: LabRecord, node: NodeRecord) -> int:
     """Stop the node's lab kubelet if it runs (it leaves pods alone) and start it again; it
     adopts the running pods. Returns its pid."""
-    process.stop(node.kubeletPid, daemons.is_kubelet_of(node.name))
+    _stop_for_restart("kubelet", node.kubeletPid, daemons.is_kubelet_of(node.name))
     pid = daemons.start_kubelet(lab, node)
     record.save(lab)
     return pid
+
+
+def _stop_for_restart(what: str, pid: int | None, match: process.Match) -> None:
+    """Stop a daemon before starting its successor; two of them would fight over the node."""
+    if left := process.stop(pid, match):
+        raise LabError(f"the {what} (pid {pid}) outlived SIGKILL (state {left}); not restarting")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
