@@ -4,12 +4,12 @@
  * source (lib/nodeport.h) and is never masqueraded. A packet from a local pod (its source is in
  * pylium_lxc) to a destination outside the native-routing CIDR is masqueraded: source address
  * and port become the node IP and a port of the masquerade range (lib/nat.h), so the outside
- * can answer a network that never heard of pod addresses. The cluster's nodes (host and
- * remote-node identities in the ipcache) are not masqueraded to, as in Cilium: they route pod
- * addresses back, and a node that source-NATed a load-balanced flow must see its backend's reply
- * as the backend sent it. Everything else leaves untouched: the node's own traffic, and pod
- * traffic to other pods (routed natively with its own addresses). A flow that cannot be mapped
- * is dropped with Cilium's NAT reasons.
+ * can answer a network that never heard of pod addresses. A reply to a connection made to the
+ * pod (conntrack knows it inbound, e.g. from a node that source-NATed a load-balanced flow to
+ * this backend) is never masqueraded: its peer expects the address it connected to.
+ * Everything else leaves untouched: the node's own traffic, and pod traffic to other pods
+ * (routed natively with its own addresses). A flow that cannot be mapped is dropped with
+ * Cilium's NAT reasons.
  */
 #include "common.h"
 #include "lib/ipv4.h"
@@ -26,7 +26,6 @@ int to_netdev(struct __sk_buff *ctx)
 	struct endpoint_key src_key;
 	struct endpoint_info *src;
 	struct ipv4_flow flow;
-	__u32 dst_identity;
 	__u16 source;
 	int reason;
 
@@ -45,9 +44,8 @@ int to_netdev(struct __sk_buff *ctx)
 		return TC_ACT_OK;
 	if (ipv4_in_prefix(flow.daddr, nat_exclude_addr, nat_exclude_mask))
 		return TC_ACT_OK; /* to a pod: never masqueraded */
-	dst_identity = ipcache_identity4(flow.daddr);
-	if (dst_identity == IDENTITY_HOST || dst_identity == IDENTITY_REMOTE_NODE)
-		return TC_ACT_OK; /* to a node of the cluster (as Cilium): it routes pod CIDRs back */
+	if (nat_is_inbound_reply(&flow))
+		return TC_ACT_OK; /* answers a connection made to the pod: keep the address asked */
 	source = src->lxc_id;
 	if (!nat_supported(ctx, &flow))
 		return send_drop(ctx, source, DROP_NAT_UNSUPP_PROTO, METRIC_EGRESS, &flow);

@@ -9,12 +9,14 @@
  * with BPF_NOEXIST so two flows never share one), and rewrites source address and port.
  * from-netdev looks the reply's tuple up as an ingress key and rewrites destination address and
  * port back. ICMP echo is mapped by its identifier (both "ports" of the tuple carry it). The map
- * is the whole state: no conntrack entry is made for masqueraded flows. Each packet refreshes
+ * is the whole state: no conntrack entry is made for masqueraded flows. A pod's reply to a
+ * connection made to it (an inbound conntrack entry) is never masqueraded. Each packet refreshes
  * its direction's entry; user space (datapath/nat.py) deletes a pair once both have expired.
  */
 #pragma once
 
 #include "common.h"
+#include "ct.h"
 #include "ipv4.h"
 #include "config/masq.h"
 #include "verdict.h"
@@ -298,4 +300,19 @@ static __always_inline int snat_v4_ingress(struct __sk_buff *ctx, const struct i
 			entry->to_port) < 0)
 		return -DROP_INVALID;
 	return 1;
+}
+
+/* Does the packet answer a connection tracked inbound (TUPLE_F_IN: made to the pod)? */
+static __always_inline int nat_is_inbound_reply(const struct ipv4_flow *flow)
+{
+	struct ct4_tuple tuple = {
+		.daddr = flow->saddr,
+		.saddr = flow->daddr,
+		.dport = flow->sport,
+		.sport = flow->dport,
+		.nexthdr = flow->proto,
+		.flags = TUPLE_F_IN,
+	};
+
+	return bpf_map_lookup_elem(&pylium_ct4_global, &tuple) != NULL;
 }
