@@ -1,8 +1,9 @@
 """from-netdev and to-netdev's per-packet service path (bpf/lib/nodeport.h) on crafted packets
 (BPF_PROG_TEST_RUN): a NodePort flow to a local backend is DNATed and its reply gets the
 frontend back; one to a remote backend is also SNATed to the node and its reply translated
-both ways; a service without backends answers TCP with RST|ACK and UDP with ICMP port
-unreachable; a ClusterIP is not served to the outside; the switches turn it all off."""
+both ways (and the backend's node does not masquerade that reply); a service without backends
+answers TCP with RST|ACK and UDP with ICMP port unreachable; a ClusterIP is not served to the
+outside; the switches turn it all off."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pylium.datapath.lxc import MAP_LXC, EndpointInfo, EndpointKey
+from pylium.datapath.conntrack import Ct4Tuple, CtEntry, TupleFlags, monotonic_seconds
+from pylium.datapath.lxc import MAP_CT4, MAP_LXC, EndpointInfo, EndpointKey
 from pylium.datapath.maps import Map, RawMap
 from pylium.datapath.nat import PORT_MAX, PORT_MIN, NatConfig, NetdevObjects
 from pylium.datapath.testrun import prog_run
@@ -124,6 +126,22 @@ def test_remote_backend_is_source_natted_and_its_reply_translated(objs: NetdevOb
     assert back.retval == TC_ACT_REDIRECT
     assert parsed(back.data) == {"src": NODE_IP, "dst": CLIENT_IP, "sport": REMOTE_PORT,
                                  "dport": 40000}  # fmt: skip
+
+
+def test_a_backends_reply_to_a_source_natting_node_is_not_masqueraded(
+    objs: NetdevObjects, pin_dir: Path
+) -> None:
+    """On the backend's node: the SNATed flow came in from another node (to-container tracked
+    it inbound), so the pod's reply leaves with the pod's address, unlike its own connections
+    to that node."""
+    other_node, nat_port = "192.168.64.3", 61234
+    inbound = Ct4Tuple.make(other_node, A_IP, nat_port, 80, pk.PROTO_TCP, TupleFlags.IN)
+    with RawMap.from_pin(pin_dir / MAP_CT4) as raw:
+        Map(raw, Ct4Tuple, CtEntry).update(inbound, CtEntry(lifetime=monotonic_seconds() + 60))
+    reply = out(pk.tcp(A_IP, other_node, 80, nat_port, TCP_SYN | TCP_ACK))
+    assert prog_run(objs.to_netdev, reply).data == reply
+    own = out(pk.tcp(A_IP, other_node, 40000, 4240, TCP_SYN))
+    assert parsed(prog_run(objs.to_netdev, own).data)["src"] == NODE_IP
 
 
 def test_no_backends_answers_tcp_with_a_reset(objs: NetdevObjects) -> None:
