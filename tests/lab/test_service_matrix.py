@@ -1,8 +1,8 @@
 """The service matrix: `pylium connectivity test` in a 3-node lab of each routing mode (tunnel,
 native) x service mode (eBPF kube-proxy replacement, kube-proxy iptables, kube-proxy nftables),
-one lab at a time. Every scenario runs and passes, except one failing for a missing feature its
-`requires` names in that mode (printed with the table). From the world, a kube-proxy node SNATs
-to its router IP, and `pylium probe --from-world --show-peer` shows it."""
+one lab at a time. Every scenario runs and passes (a failure prints the table), except one
+failing for a missing feature its `requires` names. From the world, a kube-proxy node SNATs to
+its router IP, and `pylium probe --from-world --show-peer` shows it."""
 
 from __future__ import annotations
 

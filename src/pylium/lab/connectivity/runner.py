@@ -118,8 +118,7 @@ def run_scenarios(
     on_result: Callable[[ScenarioResult], None],
 ) -> list[ScenarioResult]:
     """Run each scenario's probes against a deployment, reporting each result in scenario
-    order. A scenario with no action here is skipped; `requires` is reported only on failure,
-    in the labs the scenario names."""
+    order. A scenario with no action here is skipped; `requires` is reported only on failure."""
 
     def probe_all(actions: list[Action]) -> list[ActionResult]:
         return [_run_action(deployment, a, probe) for a in actions]
@@ -133,21 +132,20 @@ def run_scenarios(
             groups = [actions] if scenario.one_answer else [[a] for a in actions]
             planned.append((scenario, [pool.submit(probe_all, g) for g in groups if g]))
         for scenario, futures in planned:
-            result = _result(scenario, [r for f in futures for r in f.result()], deployment)
+            result = _result(scenario, [r for f in futures for r in f.result()])
             on_result(result)
             results.append(result)
     return results
 
 
-def _result(scenario: Scenario, actions: list[ActionResult], d: Deployment) -> ScenarioResult:
+def _result(scenario: Scenario, actions: list[ActionResult]) -> ScenarioResult:
     """The scenario's verdict from its probes' (none: skipped)."""
     result = ScenarioResult(scenario.name, scenario.description, "skipped")
     if actions:
         result.actions = _one_answer(actions) if scenario.one_answer else actions
         ok = all(a.ok for a in result.actions)
         result.status = "passed" if ok else "failed"
-        if not ok and scenario.requires_in(d.lab):
-            result.requires = scenario.requires
+        result.requires = None if ok else scenario.requires
     return result
 
 

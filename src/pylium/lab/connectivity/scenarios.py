@@ -3,8 +3,7 @@ or from the lab's world namespace.
 
 A scenario lists its actions given a `Deployment`; it is skipped when the lab lacks what it
 needs (a second node). `requires` names a feature a scenario depends on that is known to be
-missing (in the labs `requires_in` picks), so its failure says why instead of looking like a
-regression.
+missing, so its failure says why instead of looking like a regression.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pylium.lab.connectivity.deploy import (
     Deployment,
     ProbeSource,
 )
-from pylium.lab.record import WORLD_UNDERLAY_IP, LabRecord
+from pylium.lab.record import WORLD_UNDERLAY_IP
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,6 @@ class Action:
     """Ask for the client address the server saw (the answer becomes `NAME peer=IP`)."""
 
 
-def _every_lab(_lab: LabRecord) -> bool:
-    return True
-
-
 @dataclass(frozen=True)
 class Scenario:
     """A named set of probes."""
@@ -69,8 +64,6 @@ class Scenario:
     """The probes; [] means the lab cannot run this scenario (it is skipped)."""
     requires: str | None = None
     """A missing feature this scenario needs, shown when it fails."""
-    requires_in: Callable[[LabRecord], bool] = _every_lab
-    """The labs `requires` applies to (e.g. only eBPF mode); elsewhere a failure is plain."""
     one_answer: bool = False
     """Every probe must get the same answer (session affinity); they run one at a time."""
 
@@ -195,16 +188,6 @@ def _local_nodeport(d: Deployment) -> list[Action]:
     ]  # fmt: skip
 
 
-def _ebpf_mode(lab: LabRecord) -> bool:
-    return lab.kubeProxyReplacement
-
-
-NODEPORT_BPF = (
-    "the per-packet eBPF service path on the node's uplink (NodePort, LoadBalancer and "
-    "external IPs for clients outside the cluster; socket LB serves pods only)"
-)
-
-
 SCENARIOS: list[Scenario] = [
     Scenario(
         "pod-to-pod-same-node",
@@ -230,30 +213,22 @@ SCENARIOS: list[Scenario] = [
         "world-to-nodeport",
         "the world to each echo service's NodePort on every node",
         _node_ports("world", local_and_one_remote=False),
-        requires=NODEPORT_BPF,
-        requires_in=_ebpf_mode,
     ),
     Scenario(
         "world-to-loadbalancer",
         "the world to each echo service's LoadBalancer IP (routed to node 1)",
         _from_world(lambda d, name: [d.lb_ips[name]]),
-        requires=NODEPORT_BPF,
-        requires_in=_ebpf_mode,
     ),
     Scenario(
         "world-to-externalip",
         "the world to each echo service's external IP (routed to node 1)",
         _from_world(lambda d, name: d.external_ips[name]),
-        requires=NODEPORT_BPF,
-        requires_in=_ebpf_mode,
     ),
     Scenario(
         "world-to-local-nodeport",
         "the world to an externalTrafficPolicy=Local NodePort: its backend's node answers and "
         "sees the world's address, the other nodes drop",
         _local_nodeport,
-        requires=NODEPORT_BPF,
-        requires_in=_ebpf_mode,
     ),
     Scenario(
         "session-affinity",
