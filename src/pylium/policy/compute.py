@@ -81,6 +81,16 @@ class EndpointPolicy:
     audit: bool = False
     isolated_by: Mapping[Direction, tuple[str, ...]] = field(default_factory=dict)
     """Per direction, the rules that select the endpoint (named when default deny drops)."""
+    by_peer: Mapping[int, tuple[PolicyKey, ...]] = field(default_factory=dict, compare=False)
+    """The keys of `entries` per peer identity (`recompute_peers` replaces a peer's alone)."""
+
+    @staticmethod
+    def index(entries: Mapping[PolicyKey, PolicyEntry]) -> dict[int, tuple[PolicyKey, ...]]:
+        """`by_peer` of these entries."""
+        out: dict[int, list[PolicyKey]] = {}
+        for key in entries:
+            out.setdefault(key.identity, []).append(key)
+        return {peer: tuple(keys) for peer, keys in out.items()}
 
     def decide(
         self, direction: Direction, peer: int, protocol: str, port: int, cidr: int = 0
@@ -168,16 +178,68 @@ def compute(
             if not rule.peers:
                 continue
             wildcard = any(p.is_wildcard for p in rule.peers)
-            peers = frozenset([0]) if wildcard else select(rule.peers)
-            for protocol, first, last in _port_ranges(rule.ports, ports):
-                blocks = port_range_prefixes(first, last) if protocol else [(0, 0)]
-                for peer in peers:
-                    for port, prefix in blocks:
-                        key = PolicyKey(direction, peer, protocol, port, prefix)
-                        _add(entries, key, rule.deny, rule.label)
+            _add_rule(entries, rule, frozenset([0]) if wildcard else select(rule.peers), ports)
+    kept = _drop_shadowed(entries)
     return EndpointPolicy(
-        identity, frozenset(enforced), _drop_shadowed(entries), config.audit, isolated_by
+        identity, frozenset(enforced), kept, config.audit, isolated_by, EndpointPolicy.index(kept)
     )
+
+
+def recompute_peers(
+    policy: EndpointPolicy,
+    peers: frozenset[int],
+    labels: Labels,
+    rules: list[Rule],
+    select: Callable[[tuple[Selector, ...]], frozenset[int]],
+    own_ports: NamedPorts,
+    cluster_ports: NamedPorts,
+) -> EndpointPolicy:
+    """`policy` with the entries of the peer identities `peers` derived again: what `compute`
+    returns when only the selections of those identities changed (an identity appeared or
+    went, its addresses changed), at the cost of those peers' entries alone.
+
+    Exact because an entry of identity X is only shadowed by denies of X or of identity 0,
+    and identity-0 entries come from wildcard peers, which selections never change.
+    """
+    if not policy.enforced or not peers:
+        return policy
+    fresh: dict[PolicyKey, PolicyEntry] = {}
+    for direction in policy.enforced:
+        ports = own_ports if direction is Direction.INGRESS else cluster_ports
+        for rule in rules:
+            if rule.direction != direction or not rule.peers or not rule.subject.matches(labels):
+                continue
+            if any(p.is_wildcard for p in rule.peers):
+                continue
+            hit = select(rule.peers) & peers
+            if hit:
+                _add_rule(fresh, rule, hit, ports)
+    wildcard = {k: policy.entries[k] for k in policy.by_peer.get(0, ())}
+    fresh = {k: e for k, e in _drop_shadowed({**wildcard, **fresh}).items() if k.identity}
+    old = {k: policy.entries[k] for p in peers for k in policy.by_peer.get(p, ())}
+    if fresh == old:
+        return policy
+    entries = dict(policy.entries)
+    for key in old:
+        del entries[key]
+    entries.update(fresh)
+    by_peer = {p: keys for p, keys in policy.by_peer.items() if p not in peers}
+    by_peer.update(EndpointPolicy.index(fresh))
+    return EndpointPolicy(
+        policy.identity, policy.enforced, entries, policy.audit, policy.isolated_by, by_peer
+    )
+
+
+def _add_rule(
+    entries: dict[PolicyKey, PolicyEntry], rule: Rule, peers: frozenset[int], ports: NamedPorts
+) -> None:
+    """The keys of one rule for these peer identities."""
+    label, direction, deny = rule.label, rule.direction, rule.deny
+    for protocol, first, last in _port_ranges(rule.ports, ports):
+        blocks = port_range_prefixes(first, last) if protocol else [(0, 0)]
+        for peer in peers:
+            for port, prefix in blocks:
+                _add(entries, PolicyKey(direction, peer, protocol, port, prefix), deny, label)
 
 
 def _add(entries: dict[PolicyKey, PolicyEntry], key: PolicyKey, deny: bool, label: str) -> None:
@@ -190,11 +252,19 @@ def _add(entries: dict[PolicyKey, PolicyEntry], key: PolicyKey, deny: bool, labe
 
 def _drop_shadowed(entries: dict[PolicyKey, PolicyEntry]) -> dict[PolicyKey, PolicyEntry]:
     """Leave out allows a deny covers (deny precedence survives the per-identity LPM)."""
-    denies = [k for k, e in entries.items() if e.deny]
+    # A deny covers only keys of its own identity or, with identity 0, every identity.
+    denies: dict[tuple[Direction, int], list[PolicyKey]] = {}
+    for k, e in entries.items():
+        if e.deny:
+            denies.setdefault((k.direction, k.identity), []).append(k)
     return {
         k: e
         for k, e in sorted(entries.items(), key=lambda item: item[0].sort_key)
-        if e.deny or not any(d.covers(k) for d in denies)
+        if e.deny
+        or not any(
+            d.covers(k)
+            for d in (*denies.get((k.direction, 0), ()), *denies.get((k.direction, k.identity), ()))
+        )
     }
 
 

@@ -17,7 +17,7 @@ the store's CiliumIdentity objects (the CLI) or empty (the pure model).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +31,13 @@ from pylium.identity.numeric import (
     reserved_identity,
     reserved_labels,
 )
-from pylium.policy.compute import EndpointPolicy, NamedPorts, PolicyConfig, compute
+from pylium.policy.compute import (
+    EndpointPolicy,
+    NamedPorts,
+    PolicyConfig,
+    compute,
+    recompute_peers,
+)
 from pylium.policy.rules import KINDS, PolicyRef, Rule, policy_ref, rules_of
 from pylium.policy.selector import (
     Address,
@@ -41,7 +47,7 @@ from pylium.policy.selector import (
     cidr_class_labels,
     is_outside,
 )
-from pylium.policy.selectorcache import SelectorCache
+from pylium.policy.selectorcache import SelectionChange, SelectorCache
 
 Object = Mapping[str, Any]
 
@@ -120,10 +126,17 @@ class Repository:
         """Users of each CIDR rule prefix (its two CIDR classes exist while it has any)."""
         self._computed: dict[str, EndpointPolicy] = {}
         self._listeners: list[Listener] = []
+        self._selecting: dict[Labels, list[Rule]] = {}
+        """Rules whose subject selects a label set (cleared when rules change)."""
+        self._cluster_ports: NamedPorts = {}
+        self._moved_peers: set[int] = set()
+        self._moved_selectors: set[Selector] = set()
+        """Identities and selectors whose selections changed since the last recompute."""
         self.revision = 0
         for number in RESERVED_NAMES:
             if number != IDENTITY_UNKNOWN:
                 self.selectors.upsert_identity(number, reserved_labels(number))
+        self.selectors.subscribe(self._selections_changed)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -137,9 +150,10 @@ class Repository:
         self._namespaces.pop(name, None)
         for key in [k for k in self._pods if k.startswith(name + "/")]:
             self._pods.pop(key)
+        dropped: list[Rule] = []
         for ref in [r for r in self._policies if r.namespace == name]:
-            self._drop_rules(ref)
-        self._refresh_pods(name)
+            dropped += self._drop_rules(ref)
+        self._refresh_pods(name, self._subjects_of(dropped))
 
     def set_pod(self, pod: Object) -> None:
         """Add or update a Pod."""
@@ -157,22 +171,22 @@ class Repository:
         """Add or replace a (validated) policy object."""
         rules = rules_of(policy)
         ref = policy_ref(policy)
-        self._drop_rules(ref)
+        dropped = self._drop_rules(ref)
         self._policies[ref] = rules
         for rule in rules:
             for selector in rule.peers:
                 self._use_selector(selector)
-        self._recompute()
+        self._recompute(self._subjects_of(dropped, rules))
 
     def delete_policy(self, kind: str, namespace: str, name: str) -> None:
         """Remove a policy."""
-        self._drop_rules(PolicyRef(kind, namespace, name))
-        self._recompute()
+        self._recompute(self._subjects_of(self._drop_rules(PolicyRef(kind, namespace, name))))
 
     def refresh(self) -> None:
         """Re-derive every endpoint, e.g. once the numbering knows identities it did not."""
         for namespace in {k.partition("/")[0] for k in self._pods} | set(self._namespaces):
             self._refresh_pods(namespace)
+        self._recompute(None)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with {endpoint key: new policy} whenever endpoint policies change
@@ -222,10 +236,37 @@ class Repository:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _drop_rules(self, ref: PolicyRef) -> None:
-        for rule in self._policies.pop(ref, []):
+    def _drop_rules(self, ref: PolicyRef) -> list[Rule]:
+        rules = self._policies.pop(ref, [])
+        for rule in rules:
             for selector in rule.peers:
                 self._release_selector(selector)
+        return rules
+
+    def _subjects_of(self, dropped: list[Rule], added: Sequence[Rule] = ()) -> set[str]:
+        """Endpoints some of these rules select (their policies need computing anew); keeps
+        the per-label-set rule lists in step."""
+        gone = {id(r) for r in dropped}
+        moved: set[Labels] = set()
+        for labels, rules in self._selecting.items():
+            kept = [r for r in rules if id(r) not in gone]
+            new = [r for r in added if r.subject.matches(labels)]
+            if new or len(kept) != len(rules):
+                self._selecting[labels] = kept + new
+                moved.add(labels)
+        return {k for k, ep in self._endpoints.items() if ep.labels in moved}
+
+    def _selecting_rules(self, labels: Labels) -> list[Rule]:
+        found = self._selecting.get(labels)
+        if found is None:
+            every = (r for rules in self._policies.values() for r in rules)
+            found = self._selecting[labels] = [r for r in every if r.subject.matches(labels)]
+        return found
+
+    def _selections_changed(self, changes: list[SelectionChange]) -> None:
+        for change in changes:
+            self._moved_selectors.add(change.selector)
+            self._moved_peers.update(change.added | change.removed)
 
     def _use_selector(self, selector: Selector) -> None:
         self.selectors.add_user(selector)
@@ -246,15 +287,22 @@ class Repository:
                 for labels in cidr_class_labels(prefix):
                     self.selectors.remove_identity(self._numbers.number(labels))
 
-    def _refresh_pods(self, namespace: str) -> None:
-        """Re-derive the endpoints of one namespace and push identity changes."""
+    def _refresh_pods(self, namespace: str, dirty: set[str] | None = None) -> None:
+        """Re-derive the endpoints of one namespace and push identity changes; recompute the
+        endpoints that changed, those in `dirty`, and those whose peers' selections moved."""
+        dirty = set(dirty or ())
         before = {ep.identity for ep in self._endpoints.values()}
-        for key in [k for k in self._endpoints if k.startswith(namespace + "/")]:
-            del self._endpoints[key]
+        old = {
+            k: self._endpoints.pop(k)
+            for k in list(self._endpoints)
+            if k.startswith(namespace + "/")
+        }
         ns_obj = self._namespaces.get(namespace)
         for key, pod in self._pods.items():
             if key.startswith(namespace + "/"):
                 self._endpoints[key] = self._endpoint(key, pod, ns_obj)
+                if old.get(key) != self._endpoints[key]:
+                    dirty.add(key)
         by_identity: dict[int, tuple[Labels, set[Address]]] = {}
         for ep in self._endpoints.values():
             by_identity.setdefault(ep.identity, (ep.labels, set()))[1].update(ep.ips)
@@ -262,7 +310,7 @@ class Repository:
             self.selectors.remove_identity(number)
         for number, (labels, ips) in by_identity.items():
             self.selectors.upsert_identity(number, labels, ips)
-        self._recompute()
+        self._recompute(dirty)
 
     def _endpoint(self, key: str, pod: Object, namespace: Object | None) -> Endpoint:
         labels = self._filter.identity_labels(pod_labels(pod, namespace))
@@ -285,25 +333,41 @@ class Repository:
             {name: frozenset(v) for name, v in ports.items()},
         )
 
-    def _recompute(self) -> None:
+    def _recompute(self, dirty: set[str] | None) -> None:
+        """Compute anew the policies of the endpoints in `dirty` (None: all), and re-derive
+        the entries of peers whose selections moved in the endpoints whose rules use the
+        moved selectors; the rest keep their policies."""
         self.revision += 1
-        rules = [r for rules in self._policies.values() for r in rules]
         cluster_ports: dict[str, frozenset[tuple[str, int]]] = {}
         for ep in self._endpoints.values():
             for name, pairs in ep.ports.items():
                 cluster_ports[name] = cluster_ports.get(name, frozenset()) | pairs
+        if cluster_ports != self._cluster_ports:
+            self._cluster_ports, dirty = cluster_ports, None  # egress named ports moved
+        peers, moved = frozenset(self._moved_peers), frozenset(self._moved_selectors)
+        self._moved_peers.clear()
+        self._moved_selectors.clear()
         changed: dict[str, EndpointPolicy] = {}
         for key, ep in self._endpoints.items():
-            policy = compute(
-                ep.identity,
-                ep.labels,
-                rules,
-                self._select,
-                ep.ports,
-                cluster_ports,
-                self.config,
-            )
-            if self._computed.get(key) != policy:
+            old = self._computed.get(key)
+            rules = self._selecting_rules(ep.labels)
+            if old is None or dirty is None or key in dirty:
+                policy = compute(
+                    ep.identity,
+                    ep.labels,
+                    rules,
+                    self._select,
+                    ep.ports,
+                    cluster_ports,
+                    self.config,
+                )
+            elif moved and any(not moved.isdisjoint(r.peers) for r in rules):
+                policy = recompute_peers(
+                    old, peers, ep.labels, rules, self._select, ep.ports, cluster_ports
+                )
+            else:
+                continue
+            if old != policy:
                 changed[key] = policy
         for key in [k for k in self._computed if k not in self._endpoints]:
             del self._computed[key]
