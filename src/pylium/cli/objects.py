@@ -135,7 +135,7 @@ def get_cmd(
     networkpolicies (netpol), ciliumnodes (cn), policies (every policy kind); NAMES picks
     objects."""
     from pylium.api import UnknownKind, resolve_resource
-    from pylium.cli.printers import columns_for
+    from pylium.cli.printers import columns_for, service_backend_columns
     from pylium.store import NotFound
 
     if resource in ("policies", "policy") and not names:  # every policy kind, with selections
@@ -152,7 +152,12 @@ def get_cmd(
     ns: str | None = namespace if info.namespaced and not all_namespaces else None
     name_ns = namespace if info.namespaced else ""
 
+    slices: list[dict[str, Any]] = []
+    show_backends = info.kind == "Service" and output == "wide"
+
     async def work(store: Store) -> list[dict[str, Any]]:
+        if show_backends:
+            slices.extend((await store.list("EndpointSlice", ns))[0])
         if not names:
             objects, _ = await store.list(info.kind, ns)
             return list(objects)
@@ -178,6 +183,8 @@ def get_cmd(
         click.echo(f"No resources found{where}.", err=True)
         return
     columns = columns_for(info.kind, wide=output == "wide")
+    if show_backends:
+        columns += service_backend_columns(slices)
     headers = [c.header for c in columns]
     rows = [[c.cell(o) for c in columns] for o in objects]
     if info.namespaced and all_namespaces:

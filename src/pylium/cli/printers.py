@@ -237,6 +237,45 @@ POLICY_COLUMNS = [
 (cli/policy.py computes the selections)."""
 
 
+def service_backend_columns(slices: list[Object]) -> list[Column]:
+    """`get services -o wide`, after kubectl's columns: every frontend the service has (NodePorts
+    as `*:PORT`, on every node address) and every backend with its state, as Cilium's `service
+    list` shows them: active (ready), terminating (serving existing connections only) or
+    not-ready. Both come from the same model the agents program."""
+    from pylium.loadbalancer.services import service_state, slice_service
+
+    by_service: dict[tuple[str, str], list[Object]] = {}
+    for eps in slices:
+        owner = slice_service(eps)
+        if owner is not None:
+            by_service.setdefault((owner.namespace, owner.name), []).append(eps)
+
+    def ports(svc: Object) -> list[Any]:
+        key = (svc["metadata"].get("namespace", ""), svc["metadata"]["name"])
+        state = service_state(svc, by_service.get(key, []))
+        return list(state.ports) if state else []
+
+    def frontends(svc: Object) -> str:
+        out = []
+        for p in ports(svc):
+            proto = f"{p.port}/{p.protocol}"
+            out += [f"{ip}:{proto}" for ip in (p.cluster_ip, *p.external_ips) if ip]
+            out += [f"{ip}:{proto}" for ip in p.load_balancer_ips]
+            if p.node_port:
+                out.append(f"*:{p.node_port}/{p.protocol}")
+        return ",".join(out) or NONE
+
+    def backends(svc: Object) -> str:
+        seen: dict[str, str] = {}
+        for p in ports(svc):
+            for e in p.endpoints:
+                state = "active" if e.ready else "terminating" if e.terminating else "not-ready"
+                seen.setdefault(f"{e.addr_port}/{p.protocol}", state)
+        return ",".join(f"{b}({state})" for b, state in seen.items()) or NONE
+
+    return [Column("FRONTENDS", frontends), Column("BACKENDS", backends)]
+
+
 def columns_for(kind: str, wide: bool) -> list[Column]:
     """The columns of a kind's table (NAME and AGE for kinds without their own)."""
     default, extra = COLUMNS.get(kind, ([NAME, AGE], []))

@@ -294,3 +294,44 @@ def test_get_endpointslices_columns(tmp_path: Path, store_url: str) -> None:
     assert lines[1].split()[:7] == [
         "web-abc", "IPv4", "8080", "10.244.1.2,10.244.1.3,10.244.1.4", "+", "2", "more...",
     ]  # fmt: skip
+
+
+def test_get_services_wide_shows_frontends_and_backends_with_their_state(
+    tmp_path: Path, store_url: str
+) -> None:
+    """-o wide appends every frontend (NodePort as *:PORT) and each backend's state, from the
+    EndpointSlice conditions: ready = active, serving+terminating = terminating."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.7",
+            "externalIPs": ["192.0.2.9"],
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}],
+        },
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.244.1.2"], "conditions": {"ready": True}},
+            {
+                "addresses": ["10.244.2.3"],
+                "conditions": {"ready": False, "serving": True, "terminating": True},
+            },
+        ],
+    }
+    docs = json.dumps(service) + "\n---\n" + json.dumps(slice_)
+    assert run("apply", "-f", write(tmp_path, "svc.yaml", docs)).exit_code == 0
+    lines = run("get", "svc", "web", "-o", "wide").stdout.splitlines()
+    assert lines[0].split()[-3:] == ["SELECTOR", "FRONTENDS", "BACKENDS"]
+    frontends, backends = lines[1].split()[-2:]
+    assert frontends == "10.96.0.7:80/TCP,192.0.2.9:80/TCP,*:30080/TCP"
+    assert backends == "10.244.1.2:8080/TCP(active),10.244.2.3:8080/TCP(terminating)"
+    assert "FRONTENDS" not in run("get", "svc", "web").stdout
