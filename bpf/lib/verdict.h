@@ -22,6 +22,6 @@ static __always_inline void send_trace(struct __sk_buff *ctx, __u16 source, __u8
 				       const struct ipv4_flow *flow)
 {
 	update_metrics(ctx->len, dir, REASON_FORWARDED);
-	if (report || !monitor_aggregation)
+	if (trace_events && (report || !monitor_aggregation))
 		emit_event(ctx, NOTIFY_TRACE, obs_point, source, ifindex, ct_status, dir, flow);
 }

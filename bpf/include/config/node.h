@@ -25,6 +25,10 @@ volatile const __u32 tunnel_ifindex = 0;
  * new connections and TCP flags seen for the first time in a direction. Drops always report. */
 volatile const __u8 monitor_aggregation = 1;
 
+/* Flow export: 0 = no trace events at all (drops still report), for measuring what export
+ * costs against a datapath that writes none. */
+volatile const __u8 trace_events = 1;
+
 /* Conntrack lifetimes in seconds, Cilium's defaults. */
 volatile const __u32 ct_lifetime_tcp = 21600;
 volatile const __u32 ct_lifetime_nontcp = 60;

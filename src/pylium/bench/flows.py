@@ -15,12 +15,12 @@ follower (a `pylium observe -f` client) takes every flow.
   decoded (the ring buffer was full: the datapath's `bpf_ringbuf_output` fails silently) plus
   decode errors; follower lost = flows the follower missed. The sustained rate is the highest
   paced rate with nothing lost.
-- Overhead: from-container's average run time per packet (BPF_PROG_TEST_RUN `duration`) with
-  an event per packet (aggregation 0, consumed by the observer) against Cilium's default
-  aggregation (1: an established flow reports nothing), rounds interleaved, medians compared.
-  This is the per-packet datapath cost of flow export on a request/response exchange; there is
-  no switch that turns events off for new connections, so a connection-rate baseline without
-  events does not exist and is not reported.
+- Overhead of flow export, on against off (`trace_events` 0 in node.h: no trace events at
+  all), from-container's average run time (BPF_PROG_TEST_RUN `duration`), rounds interleaved,
+  medians compared. Request/response: an established flow's packets, with Cilium's default
+  aggregation (1: such packets report nothing) and with an event per packet (aggregation 0,
+  consumed by the observer). Connection rate: the first packet of CONNECTIONS new UDP flows
+  per round, each reported with export on.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ B = EndpointInfo.make(
 BURST_INTERVAL = 0.01
 """Paced runs write one burst of events every 10 ms."""
 FIRST_RATE = 2_500
+CONNECTIONS = 500
+"""New connections per round of the connection-rate comparison."""
 BISECT_STEPS = 2
 """Runs between the last lossless and the first lossy doubling."""
 GOAL_RATE = 50_000
@@ -93,10 +95,32 @@ class Report:
     """from-container ns per packet with an event per packet (median of rounds)."""
     ns_aggregated: float
     """... with default aggregation (no event for the established flow)."""
+    ns_off: float
+    """... with flow export off (`trace_events` 0: no trace events at all)."""
+    ns_connection_events: float
+    """from-container ns for the first packet of a new connection (an event each)."""
+    ns_connection_off: float
+    """... with flow export off."""
 
     @property
     def overhead(self) -> float:
-        return self.ns_events / self.ns_aggregated - 1 if self.ns_aggregated else 0.0
+        """An event per packet against default aggregation."""
+        return _ratio(self.ns_events, self.ns_aggregated)
+
+    @property
+    def rr_overhead(self) -> float:
+        """Request/response (an established flow's packets): export on (default
+        aggregation) against off."""
+        return _ratio(self.ns_aggregated, self.ns_off)
+
+    @property
+    def connection_overhead(self) -> float:
+        """Connection rate (a new connection's first packet): export on against off."""
+        return _ratio(self.ns_connection_events, self.ns_connection_off)
+
+
+def _ratio(on: float, off: float) -> float:
+    return on / off - 1 if off else 0.0
 
 
 def udp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"x" * 32) -> bytes:
@@ -132,8 +156,10 @@ def _agent_endpoints() -> list[AgentEndpoint]:
 class _Bench:
     """The loaded programs, the observer and its follower."""
 
-    def __init__(self, events: LxcObjects, aggregated: LxcObjects, pin_dir: Path) -> None:
-        self.events, self.aggregated = events, aggregated
+    def __init__(
+        self, events: LxcObjects, aggregated: LxcObjects, off: LxcObjects, pin_dir: Path
+    ) -> None:
+        self.events, self.aggregated, self.off = events, aggregated, off
         endpoints = _agent_endpoints()
         lookup = EndpointsLookup(lambda: endpoints, router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
         self.observer = Observer(
@@ -192,6 +218,15 @@ class _Bench:
     def per_packet_ns(self, objs: LxcObjects, repeat: int) -> int:
         return prog_run(objs.from_container, PACKET, repeat=repeat).duration_ns
 
+    def per_connection_ns(self, objs: LxcObjects, first_port: int) -> float:
+        """Mean run time of CONNECTIONS first packets, each of a new UDP flow (source ports
+        from `first_port`): conntrack creates an entry and, with export on, reports it."""
+        total = 0
+        for port in range(first_port, first_port + CONNECTIONS):
+            frame = udp_frame(A_IP, B_IP, port, 53)
+            total += prog_run(objs.from_container, frame).duration_ns
+        return total / CONNECTIONS
+
 
 async def _bench(
     pin_dir: Path, seconds: float, rounds: int, max_rate: int, progress: Progress
@@ -205,10 +240,14 @@ async def _bench(
         # The aggregated build has its own (unpinned) maps; its events map is never read: an
         # established flow writes nothing there.
         aggregated = LxcObjects.load(NodeConfig(router_ip=ROUTER_IP, pod_cidr=POD_CIDR))
-        with aggregated:
+        off = LxcObjects.load(
+            NodeConfig(router_ip=ROUTER_IP, pod_cidr=POD_CIDR, trace_events=False)
+        )
+        with aggregated, off:
             for ep in (A, B):
                 aggregated.add_endpoint(ep)
-            bench = _Bench(events, aggregated, pin_dir)
+                off.add_endpoint(ep)
+            bench = _Bench(events, aggregated, off, pin_dir)
             await bench.observer.start()
             follower = asyncio.create_task(bench.follow())
             try:
@@ -248,17 +287,30 @@ async def _measure(
     run = await bench.run(0, seconds)
     runs.append(run)
     progress(f"full speed: {run.rate:.0f}/s decoded, {run.lost} of {run.produced} lost")
-    with_events, aggregated = [], []
-    bench.per_packet_ns(bench.aggregated, 1)  # the flow's conntrack entry, reported once
-    for _ in range(rounds):
+    with_events: list[float] = []
+    aggregated: list[float] = []
+    off: list[float] = []
+    conn_events: list[float] = []
+    conn_off: list[float] = []
+    for objs in (bench.aggregated, bench.off):
+        bench.per_packet_ns(objs, 1)  # the flow's conntrack entry, reported once
+    for i in range(rounds):
         with_events.append(bench.per_packet_ns(bench.events, 20_000))
         aggregated.append(bench.per_packet_ns(bench.aggregated, 20_000))
+        off.append(bench.per_packet_ns(bench.off, 20_000))
+        # New source ports every round: each first packet is a new connection.
+        first_port = 10_000 + i * CONNECTIONS
+        conn_events.append(bench.per_connection_ns(bench.events, first_port))
+        conn_off.append(bench.per_connection_ns(bench.off, first_port))
         await asyncio.sleep(0.05)  # let the observer drain the events of the round
     return Report(
         runs=runs,
         sustained=sustained,
         ns_events=statistics.median(with_events),
         ns_aggregated=statistics.median(aggregated),
+        ns_off=statistics.median(off),
+        ns_connection_events=statistics.median(conn_events),
+        ns_connection_off=statistics.median(conn_off),
     )
 
 
@@ -289,11 +341,17 @@ def render_text(report: Report) -> str:
         )
     goal = "meets" if report.sustained >= GOAL_RATE else "misses"
     lines.append(f"sustained without loss: {report.sustained}/s ({goal} the {GOAL_RATE}/s goal)")
-    goal = "meets" if report.overhead < GOAL_OVERHEAD else "misses"
+    goal = "meets" if report.rr_overhead < GOAL_OVERHEAD else "misses"
     lines.append(
-        f"from-container per packet: {report.ns_events:.0f} ns with an event per packet, "
-        f"{report.ns_aggregated:.0f} ns aggregated: overhead {report.overhead:+.1%} "
-        f"({goal} the <{GOAL_OVERHEAD:.0%} goal)"
+        f"request/response, from-container per packet: export off {report.ns_off:.0f} ns, "
+        f"on (default aggregation) {report.ns_aggregated:.0f} ns: overhead "
+        f"{report.rr_overhead:+.1%} ({goal} the <{GOAL_OVERHEAD:.0%} goal); an event per "
+        f"packet {report.ns_events:.0f} ns ({report.overhead:+.1%} against aggregation)"
+    )
+    lines.append(
+        f"connection rate, first packet of a new connection: export off "
+        f"{report.ns_connection_off:.0f} ns, on {report.ns_connection_events:.0f} ns: overhead "
+        f"{report.connection_overhead:+.1%}"
     )
     return "\n".join(lines)
 
@@ -305,4 +363,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "nsPerPacketEvents": report.ns_events,
         "nsPerPacketAggregated": report.ns_aggregated,
         "overhead": report.overhead,
+        "nsPerPacketOff": report.ns_off,
+        "requestResponseOverhead": report.rr_overhead,
+        "nsPerConnectionEvents": report.ns_connection_events,
+        "nsPerConnectionOff": report.ns_connection_off,
+        "connectionOverhead": report.connection_overhead,
     }

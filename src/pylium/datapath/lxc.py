@@ -82,6 +82,8 @@ class NodeConfig:
     router_ip: str
     pod_cidr: str
     monitor_aggregation: int = 1
+    trace_events: bool = True
+    """False: the programs write no trace events (drops still report)."""
     ct_lifetime_tcp: int = 21600
     ct_lifetime_nontcp: int = 60
     ct_syn_timeout: int = 60
@@ -96,6 +98,7 @@ class NodeConfig:
             "pod_cidr_addr": cidr.network_address.packed,
             "pod_cidr_mask": cidr.netmask.packed,
             "monitor_aggregation": self.monitor_aggregation,
+            "trace_events": int(self.trace_events),
             "ct_lifetime_tcp": self.ct_lifetime_tcp,
             "ct_lifetime_nontcp": self.ct_lifetime_nontcp,
             "ct_syn_timeout": self.ct_syn_timeout,

@@ -26,7 +26,8 @@ def test_the_flow_bench_counts_every_event(monkeypatch):
     assert report.sustained >= 1000
     assert full.target == 0 and full.produced > 0 and full.decoded > 0
     assert full.decoded + full.lost == full.produced
-    assert report.ns_events > 0 and report.ns_aggregated > 0
+    assert report.ns_events > 0 and report.ns_aggregated > 0 and report.ns_off > 0
+    assert report.ns_connection_events > 0 and report.ns_connection_off > 0
     assert set(BPFFS_ROOT.glob("bench-flows-*")) == before
 
 
@@ -36,9 +37,15 @@ def test_the_cli_prints_json(monkeypatch):
     result = CliRunner().invoke(cli, ["bench", "flows", "--seconds", "0.2", "-o", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert {"runs", "sustained", "nsPerPacketEvents", "nsPerPacketAggregated", "overhead"} <= set(
-        data
-    )
+    assert {
+        "runs",
+        "sustained",
+        "nsPerPacketEvents",
+        "nsPerPacketAggregated",
+        "overhead",
+        "requestResponseOverhead",
+        "connectionOverhead",
+    } <= set(data)
 
 
 def _tiny(run_bench):
