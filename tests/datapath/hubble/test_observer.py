@@ -10,6 +10,7 @@ import json
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -46,6 +47,7 @@ from tests.datapath.bpf.conftest import (
     A_MAC,
     A_NODE_MAC,
     B_IP,
+    CONFIG,
     OUTSIDE_IP,
     POD_CIDR,
     ROUTER_IP,
@@ -188,6 +190,21 @@ async def test_that_events_a_full_ring_buffer_refused_are_counted(objs, observer
         return lost > 0 and observer.ring.seen + lost == 8000
 
     await eventually(all_accounted, timeout=10)
+
+
+async def test_that_flow_export_off_reports_drops_but_no_traces(pin_dir: Path):
+    with load_objects(pin_dir, replace(CONFIG, trace_events=False)) as objs:
+        lookup = EndpointsLookup(lambda: ENDPOINTS, router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
+        obs = Observer(ObserverParams(events_pin=pin_dir / MAP_EVENTS), FlowParser(lookup, "n1"))
+        await obs.start()
+        try:
+            prog_run(objs.from_container, from_a(pk.udp(A_IP, B_IP, 5000, 53)))  # new: traced
+            prog_run(objs.from_container, from_a(pk.udp("10.244.1.66", B_IP, 5000, 53)))
+            # The drop comes after the forwarded packet: once it is read, nothing else waits.
+            flows = await flows_seen(obs, 1)
+            assert [f.verdict for f in flows] == [Verdict.DROPPED]
+        finally:
+            await obs.stop()
 
 
 async def test_that_get_flows_serves_the_datapaths_flows_filtered(objs, observer):
