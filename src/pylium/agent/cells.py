@@ -82,6 +82,8 @@ class AgentParams:
     ipam_gc_interval: float = 60.0
     ipam_gc_grace: float = 600.0
     status_interval: float = 0.5
+    hubble: bool = True
+    """Flow export (Cilium's enable-hubble): False turns the datapath's trace events off."""
     hubble_listen: str | None = None
     """The Observer gRPC API also on TCP (Hubble's ":4244"); always on <socket dir>/hubble.sock."""
     metrics_listen: str | None = None
@@ -153,6 +155,7 @@ class Agent:
                     ct_gc_interval=params.ct_gc_interval,
                     tunnel=params.routing_mode is RoutingMode.TUNNEL,
                     mtu=params.mtu,
+                    trace_events=params.hubble,
                 )
             )
         )

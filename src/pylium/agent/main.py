@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         " <socket dir>/hubble.sock",
     )
     parser.add_argument(
+        "--enable-hubble",
+        choices=["true", "false"],
+        default="true",
+        help="false: the datapath writes no trace events (no forwarded or translated flows;"
+        " drops still report), for running without the cost of flow export (default true)",
+    )
+    parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve Prometheus /metrics there (Cilium's :9962); default: not served",
@@ -186,6 +193,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         mtu=args.mtu,
         ipam=IpamMode(args.ipam),
         hubble_listen=args.hubble_listen,
+        hubble=args.enable_hubble == "true",
         metrics_listen=args.metrics_listen,
         routing_mode=RoutingMode(args.routing_mode),
         uplink=args.uplink,

@@ -90,6 +90,8 @@ class DatapathParams:
     identity_timeout: float = 5.0
     """Seconds an endpoint update waits for its identity before using init (5) until the
     ipcache has it."""
+    trace_events: bool = True
+    """False: the programs write no trace events (flow export off; drops still report)."""
 
 
 def endpoint_info(row: EndpointRow, identity: int = 0) -> EndpointInfo:
@@ -163,7 +165,12 @@ class BpfDatapath:
         tunnel_ifindex = 0
         if self._params.tunnel:
             tunnel_ifindex = await asyncio.to_thread(ensure_vxlan, self._params.mtu)
-        config = NodeConfig(router_ip=router_ip, pod_cidr=pod_cidr, tunnel_ifindex=tunnel_ifindex)
+        config = NodeConfig(
+            router_ip=router_ip,
+            pod_cidr=pod_cidr,
+            tunnel_ifindex=tunnel_ifindex,
+            trace_events=self._params.trace_events,
+        )
         self._objs = LxcObjects.load(config, pin_dir=self.pin_dir)
         self.links_dir.mkdir(exist_ok=True)
         if tunnel_ifindex:
