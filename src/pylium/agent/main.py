@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         "--enable-hubble",
         choices=["true", "false"],
         default="true",
-        help="false: the datapath writes no trace events (no forwarded or translated flows;"
-        " drops still report), for running without the cost of flow export (default true)",
+        help="false: the tc programs write no trace events (no forwarded flows; drops and"
+        " socket-LB translations still report), without the cost of flow export (default true)",
     )
     parser.add_argument(
         "--metrics-listen",
