@@ -1,0 +1,228 @@
+"""Network policy as it operates over time, in one 3-node lab: a pod's and a namespace's label
+change re-evaluates policy within a second (measured from the store write to the first changed
+result of a prober that connects every ~0.1 s), and agents restarted on every node while a
+denied client connects many times per second let none of its connections through."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pylium.lab import record
+from pylium.store import open_store
+from tests.lab.conftest import PYLIUM, answering, apply, leftovers, pylium, running_pod, server_pod
+from tests.support import wait_for
+
+pytestmark = pytest.mark.root
+
+REEVALUATE_S = 1.0
+"""The issue's bound from a label change to enforcement."""
+PROBER = """
+import socket, sys, time, os
+out, stop = open(sys.argv[3], "a", buffering=1), sys.argv[4]
+end = time.time() + 60
+while not os.path.exists(stop) and time.time() < end:
+    start = time.time()
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.1).close()
+        ok = 1
+    except OSError:
+        ok = 0
+    out.write(f"{start} {ok}\\n")
+    time.sleep(max(0.0, 0.02 - (time.time() - start)))
+"""
+"""Connects to IP:PORT every ~20 ms (0.1 s timeout), appending `start-time ok` lines to a
+file until a stop file appears (or 60 s pass)."""
+POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "server-allow", "namespace": "default"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "server"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"role": "ok"}}}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {"team": "ok"}}}]},
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    name = f"po{secrets.token_hex(2)}"
+    try:
+        pylium("lab", "up", "--name", name, "--nodes", "3")
+        yield name
+    finally:
+        pylium("lab", "down", "--name", name, "--force", check=False)
+        assert leftovers(name) == {}
+
+
+def _pod(lab: str, name: str, node: int, labels: dict[str, str], ns: str) -> dict[str, Any]:
+    obj = server_pod(name, ns)
+    obj["metadata"]["labels"] = labels
+    obj["spec"]["nodeName"] = record.node_name(lab, node)
+    return obj
+
+
+def _namespace(team: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "poteam", "labels": {"team": team}},
+    }
+
+
+@pytest.fixture(scope="module")
+def server_ip(lab: str) -> str:
+    """The server (node 1) behind POLICY; clients on nodes 2 and 3: `ok` (role ok), `bad`
+    (role bad) and `other` in namespace poteam (team ok)."""
+    apply(
+        lab,
+        _namespace("ok"),
+        _pod(lab, "server", 1, {"app": "server"}, "default"),
+        _pod(lab, "ok", 2, {"role": "ok"}, "default"),
+        _pod(lab, "bad", 3, {"role": "bad"}, "default"),
+        _pod(lab, "other", 3, {"role": "bad"}, "poteam"),
+    )
+    ip: str = running_pod(lab, "server")["status"]["podIP"]
+    for client, ns in (("ok", "default"), ("bad", "default"), ("other", "poteam")):
+        running_pod(lab, client, ns)
+    for client in ("ok", "bad"):
+        answering(lab, client, ip)
+    wait_for(lambda: _reaches(lab, "other", ip, "poteam"), timeout=30, interval=0.2)
+    apply(lab, POLICY)
+    wait_for(lambda: not _reaches(lab, "bad", ip), timeout=10, interval=0.2)
+    return ip
+
+
+def _reaches(lab: str, client: str, ip: str, ns: str = "default") -> bool:
+    args = ("--lab", lab, "probe", "-n", ns, client, f"{ip}:80", "--timeout", "1")
+    return pylium(*args, check=False).returncode == 0
+
+
+class Prober:
+    """A PROBER running in a client pod; `results()` are its (time, connected) lines."""
+
+    def __init__(self, lab: str, client: str, ip: str, tmp: Path, ns: str = "default") -> None:
+        self.out, self.stop = tmp / f"{client}.log", tmp / f"{client}.stop"
+        argv = [PYLIUM, "--lab", lab, "exec", "-n", ns, client, "--", sys.executable, "-c"]
+        argv.append(PROBER)
+        self.proc = subprocess.Popen([*argv, ip, "80", str(self.out), str(self.stop)])
+
+    def results(self, since: float = 0.0) -> list[tuple[float, bool]]:
+        if not self.out.exists():
+            return []
+        rows = [line.split() for line in self.out.read_text().splitlines()]
+        return [(float(t), ok == "1") for t, ok, *_ in rows if float(t) >= since]
+
+    def first_change(self, since: float, to: bool, timeout: float = 10) -> float:
+        """Seconds from `since` to the first attempt started after it that got `to`."""
+        found = wait_for(
+            lambda: next((t for t, ok in self.results(since) if ok == to), None),
+            timeout=timeout,
+            interval=0.05,
+        )
+        return float(found) - since
+
+    def steady(self, since: float, expected: bool, count: int = 5) -> None:
+        """At least `count` attempts started after `since`, every one of them `expected`."""
+        wait_for(lambda: len(self.results(since)) >= count, timeout=10, interval=0.05)
+        assert {ok for _, ok in self.results(since)} == {expected}
+
+    def close(self) -> None:
+        self.stop.touch()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _write(lab: str, obj: dict[str, Any]) -> float:
+    """Update an object in the lab's store; returns the time of the write."""
+    rec = record.load(lab)
+    assert rec is not None
+
+    async def update() -> float:
+        store = open_store(rec.store)
+        try:
+            meta = obj["metadata"]
+            current = await store.get(obj["kind"], meta.get("namespace") or "", meta["name"])
+            current["metadata"]["labels"] = meta["labels"]
+            started = time.time()
+            await store.update(current)
+            return started
+        finally:
+            await store.close()
+
+    return asyncio.run(update())
+
+
+def test_that_a_pod_label_change_reevaluates_policy_within_a_second(lab, server_ip, tmp_path):
+    prober = Prober(lab, "ok", server_ip, tmp_path)
+    try:
+        prober.first_change(time.time(), True)
+        written = _write(lab, _pod(lab, "ok", 2, {"role": "bad"}, "default"))
+        denied_after = prober.first_change(written, False)
+        prober.steady(written + denied_after, False)
+        written = _write(lab, _pod(lab, "ok", 2, {"role": "ok"}, "default"))
+        allowed_after = prober.first_change(written, True)
+        prober.steady(written + allowed_after, True)
+    finally:
+        prober.close()
+    print(
+        f"pod label change: denied after {denied_after:.2f} s, allowed after {allowed_after:.2f} s"
+    )
+    assert denied_after < REEVALUATE_S
+    assert allowed_after < REEVALUATE_S
+
+
+def test_that_a_namespace_label_change_reevaluates_policy_within_a_second(lab, server_ip, tmp_path):
+    prober = Prober(lab, "other", server_ip, tmp_path, "poteam")
+    try:
+        prober.first_change(time.time(), True)
+        written = _write(lab, _namespace("bad"))
+        denied_after = prober.first_change(written, False)
+        prober.steady(written + denied_after, False)
+        written = _write(lab, _namespace("ok"))
+        allowed_after = prober.first_change(written, True)
+        prober.steady(written + allowed_after, True)
+    finally:
+        prober.close()
+    print(
+        f"namespace label change: denied after {denied_after:.2f} s, allowed after "
+        f"{allowed_after:.2f} s"
+    )
+    assert denied_after < REEVALUATE_S
+    assert allowed_after < REEVALUATE_S
+
+
+def test_that_restarting_every_agent_opens_no_hole(lab, server_ip, tmp_path):
+    denied = Prober(lab, "bad", server_ip, tmp_path)
+    try:
+        wait_for(lambda: len(denied.results()) >= 5, timeout=10, interval=0.05)
+        started = time.time()
+        for node in (1, 2, 3):
+            pylium("--lab", lab, "lab", "restart", "agent", "--node", record.node_name(lab, node))
+        wait_for(lambda: _reaches(lab, "ok", server_ip), timeout=10, interval=0.2)
+        ended = time.time()
+    finally:
+        denied.close()
+    during = [ok for t, ok in denied.results() if started <= t <= ended]
+    print(f"agent restarts: {len(during)} denied attempts over {ended - started:.1f} s")
+    assert len(during) >= 10
+    assert not any(during)
+    assert not any(ok for _, ok in denied.results())
