@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 import click
 
@@ -118,11 +119,24 @@ def flows_cmd(seconds: float, output: str) -> None:
 
 
 @bench_group.command("policy")
+@click.option(
+    "--lab",
+    "in_lab",
+    is_flag=True,
+    help="Also time apply-to-enforced in a 3-node lab (po<random>, removed at the end).",
+)
 @output_option
-def policy_cmd(output: str) -> None:
+def policy_cmd(in_lab: bool, output: str) -> None:
     """Policy computation for 1 000 rules over 3 000 identities: full and incremental, and
-    policy-map entries per endpoint."""
+    policy-map entries per endpoint; with --lab, apply-to-enforced on every node."""
     from pylium.bench import policy
 
     report = policy.run_compute(_progress)
-    _print(output, policy.to_json(report), policy.render_text(report))
+    data: dict[str, object] = {"computation": policy.to_json(report)}
+    text = policy.render_text(report)
+    if in_lab:
+        _require_root("policy --lab", "it brings up a lab")
+        enforce = policy.run_enforce(_progress)
+        data["enforce"] = asdict(enforce)
+        text += "\n" + policy.render_enforce(enforce)
+    _print(output, data, text)

@@ -16,8 +16,9 @@ the store's CiliumIdentity objects (the CLI) or empty (the pure model).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,6 +133,7 @@ class Repository:
         self._moved_peers: set[int] = set()
         self._moved_selectors: set[Selector] = set()
         """Identities and selectors whose selections changed since the last recompute."""
+        self._batching = False
         self.revision = 0
         for number in RESERVED_NAMES:
             if number != IDENTITY_UNKNOWN:
@@ -187,6 +189,17 @@ class Repository:
         for namespace in {k.partition("/")[0] for k in self._pods} | set(self._namespaces):
             self._refresh_pods(namespace)
         self._recompute(None)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply many changes and compute every endpoint once at the end (a first load),
+        not after each change."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            self._recompute(None)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with {endpoint key: new policy} whenever endpoint policies change
@@ -291,7 +304,6 @@ class Repository:
         """Re-derive the endpoints of one namespace and push identity changes; recompute the
         endpoints that changed, those in `dirty`, and those whose peers' selections moved."""
         dirty = set(dirty or ())
-        before = {ep.identity for ep in self._endpoints.values()}
         old = {
             k: self._endpoints.pop(k)
             for k in list(self._endpoints)
@@ -303,10 +315,15 @@ class Repository:
                 self._endpoints[key] = self._endpoint(key, pod, ns_obj)
                 if old.get(key) != self._endpoints[key]:
                     dirty.add(key)
+        # only identities of this namespace's endpoints (before or now) can have changed
+        touched = {ep.identity for ep in old.values()} | {
+            self._endpoints[k].identity for k in dirty if k in self._endpoints
+        }
         by_identity: dict[int, tuple[Labels, set[Address]]] = {}
         for ep in self._endpoints.values():
-            by_identity.setdefault(ep.identity, (ep.labels, set()))[1].update(ep.ips)
-        for number in before - by_identity.keys():
+            if ep.identity in touched:
+                by_identity.setdefault(ep.identity, (ep.labels, set()))[1].update(ep.ips)
+        for number in touched - by_identity.keys():
             self.selectors.remove_identity(number)
         for number, (labels, ips) in by_identity.items():
             self.selectors.upsert_identity(number, labels, ips)
@@ -338,6 +355,8 @@ class Repository:
         the entries of peers whose selections moved in the endpoints whose rules use the
         moved selectors; the rest keep their policies."""
         self.revision += 1
+        if self._batching:
+            return  # batch() computes everything at its end
         cluster_ports: dict[str, frozenset[tuple[str, int]]] = {}
         for ep in self._endpoints.values():
             for name, pairs in ep.ports.items():
@@ -383,6 +402,11 @@ class Repository:
 def load(repo: Repository, objects: Iterable[Object]) -> None:
     """Feed store objects (Namespaces, Pods, policies) into a repository, namespaces first."""
     objects = list(objects)
+    with repo.batch():
+        _load(repo, objects)
+
+
+def _load(repo: Repository, objects: list[Object]) -> None:
     for obj in objects:
         if obj["kind"] == "Namespace":
             repo.set_namespace(obj)
