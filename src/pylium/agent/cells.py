@@ -38,7 +38,7 @@ from pylium.datapath.policy import EnforcementParams, PolicyEnforcement
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.datapath.socklb import SockLB
 from pylium.endpoint import EndpointManager, EndpointParams
-from pylium.hubble.endpoints import EndpointsLookup
+from pylium.hubble.endpoints import EndpointsLookup, IPCacheEndpoints
 from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
 from pylium.hubble.parser import FlowParser
@@ -338,8 +338,12 @@ class Agent:
         self._publisher = IpamStatusPublisher(self.store, p.node, ipam, p.status_interval)
         await self._publisher.start()
         # crd mode: no pod CIDR, so an unknown address is not classed as world
+        ipcache = self._ipcache
         lookup = EndpointsLookup(
-            self._endpoints.endpoints, str(ipam.router_ip), str(ipam.cidr or "")
+            self._endpoints.endpoints,
+            str(ipam.router_ip),
+            str(ipam.cidr or ""),
+            ipcache=IPCacheEndpoints(ipcache.table, ipcache.allocator) if ipcache else None,
         )
         self._observer = Observer(
             ObserverParams(events_pin=p.bpf_dir / MAP_EVENTS),

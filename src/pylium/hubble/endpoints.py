@@ -3,8 +3,9 @@
 The list comes from a callable (the agent passes `EndpointManager.endpoints`), indexed on
 demand: events arrive far faster than pods change, so the index is rebuilt at most every
 `max_age` seconds, and sooner when an address is missing (a pod that was just created).
-Addresses no endpoint owns get Cilium's reserved identities: the router IP is `host`, an
-address outside the node's pod CIDR is `world` (until an ipcache knows remote pods).
+Addresses no endpoint owns are looked up in the ipcache when the agent has one (pods on other
+nodes by name, node addresses as `host`/`remote-node`, the rest `world`), else by Cilium's
+reserved identities: the router IP is `host`, an address outside the node's pod CIDR `world`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pylium.endpoint.model import Endpoint as AgentEndpoint
 from pylium.hubble.flow import Endpoint
+from pylium.identity import RESERVED_NAMES, Identity
+from pylium.ipcache.table import IPCacheTable
 
 IDENTITY_HOST = 1
 IDENTITY_WORLD = 2
@@ -41,8 +44,10 @@ class EndpointsLookup:
         max_age: float = 1.0,
         min_age_on_miss: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        ipcache: Callable[[str], Endpoint | None] | None = None,
     ) -> None:
         self._endpoints = endpoints
+        self._ipcache = ipcache
         self._router_ip = router_ip
         self._pod_cidr = ipaddress.IPv4Network(pod_cidr) if pod_cidr else None
         self._max_age = max_age
@@ -55,6 +60,8 @@ class EndpointsLookup:
         found = self._fresh(lambda index: ip in index.by_ip).by_ip.get(ip)
         if found is not None:
             return found
+        if self._ipcache is not None:
+            return self._ipcache(ip)
         if ip == self._router_ip:
             return _HOST
         if self._pod_cidr is not None and ipaddress.IPv4Address(ip) not in self._pod_cidr:
@@ -80,6 +87,50 @@ class EndpointsLookup:
             if ep.host_ifindex:
                 ifnames[ep.host_ifindex] = ep.host_ifname
         return _Index(by_ip, ifnames, self._clock())
+
+
+class Identities(Protocol):
+    """What the lookup needs of the identity allocator: the labels of a number."""
+
+    def get(self, identity: int) -> Identity | None: ...
+
+
+class IPCacheEndpoints:
+    """Address -> flow endpoint from the ipcache: a pod of any node (namespace, name, its
+    identity's labels), a node address or the world (their reserved labels). Answers are cached
+    until the table changes: flows ask far more often than pods move."""
+
+    def __init__(self, table: IPCacheTable, allocator: Identities) -> None:
+        self._table = table
+        self._allocator = allocator
+        self._cache: dict[str, Endpoint | None] = {}
+        self._revision = table.revision
+
+    def __call__(self, ip: str) -> Endpoint | None:
+        if self._revision != self._table.revision:
+            self._cache.clear()
+            self._revision = self._table.revision
+        if ip not in self._cache:
+            self._cache[ip] = self._resolve(ip)
+        return self._cache[ip]
+
+    def _resolve(self, ip: str) -> Endpoint | None:
+        entry = self._table.lookup(ipaddress.IPv4Address(ip))
+        if entry is None:
+            return None
+        identity = self._allocator.get(entry.identity)
+        labels = tuple(sorted(str(label) for label in identity.labels)) if identity else ()
+        kind, _, rest = entry.owner.partition("/")
+        if kind == "pod":
+            namespace, _, name = rest.partition("/")
+            return Endpoint(
+                identity=entry.identity, namespace=namespace, labels=labels, pod_name=name
+            )
+        reserved = RESERVED_NAMES.get(entry.identity)
+        return Endpoint(
+            identity=entry.identity,
+            labels=labels or ((f"reserved:{reserved}",) if reserved else ()),
+        )
 
 
 def flow_endpoint(ep: AgentEndpoint) -> Endpoint:

@@ -3,9 +3,14 @@ identities for the router and the world."""
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 from pylium.endpoint.model import Endpoint as AgentEndpoint
-from pylium.hubble.endpoints import EndpointsLookup
+from pylium.hubble.endpoints import EndpointsLookup, IPCacheEndpoints
 from pylium.hubble.flow import Endpoint
+from pylium.identity import Identity
+from pylium.identity.labels import Labels
+from pylium.ipcache.table import Entry, IPCacheTable, Source
 
 
 def agent_endpoint(ep_id: int, ip: str, pod: str, ifindex: int) -> AgentEndpoint:
@@ -71,3 +76,41 @@ def test_that_the_index_is_rebuilt_when_stale_or_on_a_miss_but_not_per_event():
     eps[0] = agent_endpoint(7, "10.244.1.10", "web-2", 40)  # the same address, another pod
     clock.now += 1.5
     assert lookup.endpoint_by_ip("10.244.1.10").pod_name == "web-2"  # stale index renewed
+
+
+class Identities:
+    """The allocator's `get`: one pod identity known."""
+
+    def get(self, identity: int) -> Identity | None:
+        if identity == 4242:
+            return Identity(4242, Labels.of(["k8s:app=db", "k8s:io.kubernetes.pod.namespace=x"]))
+        return None
+
+
+def test_that_the_ipcache_names_pods_of_other_nodes_and_node_addresses():
+    """Without it, a remote pod or another node's address would be labelled world."""
+    table = IPCacheTable()
+    for owner, prefix, identity, source in (
+        ("world", "0.0.0.0/0", 2, Source.GENERATED),
+        ("node/n2", "192.168.64.3/32", 6, Source.NODE),
+        ("pod/x/db", "10.244.2.5/32", 4242, Source.POD),
+    ):
+        table.set_owner(owner, [Entry(ip_network(prefix), identity, None, "n2", source, owner)])
+    eps = [agent_endpoint(7, "10.244.1.10", "web-1", 40)]
+    lookup = EndpointsLookup(
+        lambda: eps, "10.244.1.1", "10.244.1.0/24", ipcache=IPCacheEndpoints(table, Identities())
+    )
+
+    assert lookup.endpoint_by_ip("10.244.1.10").pod_name == "web-1"  # local endpoints first
+    assert lookup.endpoint_by_ip("10.244.2.5") == Endpoint(
+        identity=4242,
+        namespace="x",
+        labels=("k8s:app=db", "k8s:io.kubernetes.pod.namespace=x"),
+        pod_name="db",
+    )
+    assert lookup.endpoint_by_ip("192.168.64.3") == Endpoint(
+        identity=6, labels=("reserved:remote-node",)
+    )
+    assert lookup.endpoint_by_ip("203.0.113.1") == Endpoint(identity=2, labels=("reserved:world",))
+    table.set_owner("pod/x/db", [])  # the pod left: the cached answer goes with the change
+    assert lookup.endpoint_by_ip("10.244.2.5").identity == 2
