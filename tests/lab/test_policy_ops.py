@@ -1,7 +1,10 @@
 """Network policy as it operates over time, in one 3-node lab: a pod's and a namespace's label
 change re-evaluates policy within a second (measured from the store write to the first changed
 result of a prober that connects every ~0.1 s), and agents restarted on every node while a
-denied client connects many times per second let none of its connections through."""
+denied client connects many times per second let none of its connections through. The
+server's agent restarted with `--policy-enforcement always` isolates it without any policy,
+`never` ignores the policy, `--policy-audit-mode` lets denied connections through as AUDIT
+flows."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pylium.lab import record
+from pylium.lab import daemons, netns, process, record, up
 from pylium.store import open_store
 from tests.lab.conftest import PYLIUM, answering, apply, leftovers, pylium, running_pod, server_pod
 from tests.support import wait_for
@@ -226,3 +229,52 @@ def test_that_restarting_every_agent_opens_no_hole(lab, server_ip, tmp_path):
     assert len(during) >= 10
     assert not any(during)
     assert not any(ok for _, ok in denied.results())
+
+
+def _agent_with(lab: str, *flags: str) -> subprocess.Popen[bytes]:
+    """Restart node 1's agent with extra flags (the lab's own restart brings the plain one
+    back: it stops the recorded pid and any agent of the node); returns its process to reap."""
+    rec = record.load(lab)
+    assert rec is not None
+    node = rec.node(record.node_name(lab, 1))
+    assert not process.stop(node.agentPid, daemons.is_agent_of(node.name))
+    argv = [*daemons.agent_argv(rec, node), *flags]
+    proc = process.start(netns.nsenter_argv(node.netns, argv), node.dir / "agent.log")
+    node.agentPid = proc.pid
+    record.save(rec)
+    up.wait_agent(node, progress=lambda _line: None)
+    return proc
+
+
+def _plain_agent(lab: str) -> None:
+    pylium("--lab", lab, "lab", "restart", "agent", "--node", record.node_name(lab, 1))
+
+
+def test_that_enforcement_modes_and_audit_change_what_passes(lab, server_ip):
+    agents: list[subprocess.Popen[bytes]] = []
+    try:
+        pylium("--lab", lab, "delete", "networkpolicy", "server-allow", "-n", "default")
+        wait_for(lambda: _reaches(lab, "bad", server_ip), timeout=10, interval=0.2)
+        agents.append(_agent_with(lab, "--policy-enforcement", "always"))
+        wait_for(lambda: not _reaches(lab, "ok", server_ip), timeout=10, interval=0.2)
+        assert not _reaches(lab, "bad", server_ip)  # no policy, yet isolated
+
+        apply(lab, POLICY)
+        agents.append(_agent_with(lab, "--policy-enforcement", "never"))
+        wait_for(lambda: _reaches(lab, "bad", server_ip), timeout=10, interval=0.2)
+        assert _reaches(lab, "ok", server_ip)  # the policy is ignored
+
+        agents.append(_agent_with(lab, "--policy-audit-mode"))
+        wait_for(lambda: _reaches(lab, "bad", server_ip), timeout=10, interval=0.2)
+
+        def audited() -> list[str]:
+            args = ("--lab", lab, "observe", "--verdict", "AUDIT", "--to-pod", "server")
+            return [line for line in pylium(*args).stdout.splitlines() if "AUDIT" in line]
+
+        assert wait_for(audited, timeout=10, interval=0.5)
+    finally:
+        _plain_agent(lab)
+        for proc in agents:
+            proc.wait(timeout=10)  # stopped by the next restart
+    wait_for(lambda: not _reaches(lab, "bad", server_ip), timeout=10, interval=0.2)
+    assert _reaches(lab, "ok", server_ip)
