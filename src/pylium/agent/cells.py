@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from pylium import paths
 from pylium.agent.ciliumnode import IpamStatusPublisher
+from pylium.agent.lbfeatures import lb_features
 from pylium.agent.rest import ApiBackend, RestServer
 from pylium.datapath.endpoints import Datapath
 from pylium.datapath.ipcache import ipcache_json
@@ -100,10 +101,13 @@ class AgentParams:
     kube_proxy_replacement: bool = False
     """Services in eBPF: socket LB on `cgroup`, LB maps from `loadbalancer.ServiceLB`. False:
     kube-proxy mode when `kube_proxy_mode` is set, else no service handling in the agent."""
-    node_port: bool = True
-    external_ips: bool = True
-    """With `kube_proxy_replacement`: NodePorts/LoadBalancer IPs and externalIPs served to the
-    outside by the uplink programs (Cilium's enable-node-port, enable-external-ips)."""
+    sock_lb: bool | None = None
+    node_port: bool | None = None
+    external_ips: bool | None = None
+    """Socket LB, and NodePorts/LoadBalancer IPs and externalIPs served to the outside by the
+    uplink programs (Cilium's bpf-lb-sock, enable-node-port, enable-external-ips); None: as
+    `kube_proxy_replacement`. Without it, those on run beside kube-proxy's rules
+    (`agent.lbfeatures`)."""
     kube_proxy_mode: KubeProxyMode | None = None
     """Without the replacement: the node's services as kube-proxy's iptables or nftables rules
     (`loadbalancer.kubeproxy.KubeProxy`) in the agent's namespace; None: left alone."""
@@ -135,8 +139,13 @@ class Agent:
         kernel (`route_kernel`) default to the real ones; tests pass fakes."""
         if not params.node:
             raise ValueError("node name must not be empty")
-        if params.kube_proxy_replacement and params.cgroup is None:
-            raise ValueError("kube-proxy replacement needs the cgroup to attach socket LB to")
+        self.lb_features = lb_features(
+            params.kube_proxy_replacement,
+            params.sock_lb,
+            params.node_port,
+            params.external_ips,
+            params.cgroup,
+        )
         if params.kube_proxy_replacement and params.kube_proxy_mode is not None:
             raise ValueError("kube-proxy mode and kube-proxy replacement exclude each other")
         if params.masquerade and params.native_routing_cidr is None:
@@ -161,8 +170,8 @@ class Agent:
         )
         # Datapath: masquerade and the per-packet service path on the uplink
         # (to-netdev/from-netdev), sharing the node's maps
-        node_port = params.kube_proxy_replacement and params.node_port
-        external_ips = params.kube_proxy_replacement and params.external_ips
+        node_port = self.lb_features.node_port
+        external_ips = self.lb_features.external_ips
         self._masquerade = (
             BpfMasquerade(
                 MasqueradeParams(
@@ -273,9 +282,14 @@ class Agent:
             await self._masquerade.start()
         else:
             remove_masquerade(p.bpf_dir, p.uplink)  # turned off since the last run
-        if p.kube_proxy_replacement and p.cgroup is not None:
+        if self.lb_features.lb_maps:
             # Socket LB: a connect() to a service from any pod of the node goes to a backend.
-            self._sock_lb = SockLB.load(p.bpf_dir, p.cgroup, lb=p.lb)
+            # Without it the uplink programs still read the LB maps sock.o pins.
+            self._sock_lb = (
+                SockLB.load(p.bpf_dir, p.cgroup, lb=p.lb)
+                if self.lb_features.sock_lb and p.cgroup is not None
+                else SockLB.open_maps(p.bpf_dir, lb=p.lb)
+            )
             lb_params = ServiceLBParams(
                 p.node,
                 algorithm=p.lb.algorithm,
@@ -285,7 +299,7 @@ class Agent:
             self._service_lb = ServiceLB(lb_params, self.store, self._sock_lb)
             await self._service_lb.start()
             self.backend.lb_dump = self._service_lb.dump
-        elif p.kube_proxy_mode is not None:
+        if p.kube_proxy_mode is not None:
             # kube-proxy mode: the kernel's DNAT in this (the node's) namespace, all flows
             # masqueraded (see KubeProxyParams.masquerade_all), to the router IP (snat_ip).
             cidr = p.native_routing_cidr or (str(ipam.cidr) if ipam.cidr else None)

@@ -4,6 +4,7 @@
                  [--mtu N] [--ipam cluster-pool|kubernetes|crd]
                  [--hubble-listen HOST:PORT] [--metrics-listen HOST:PORT]
                  [--kube-proxy-replacement true|false] [--cgroup PATH]
+                 [--bpf-lb-sock true|false]
                  [--enable-node-port true|false] [--enable-external-ips true|false]
                  [--kube-proxy-mode iptables|nftables]
                  [--bpf-lb-algorithm random|maglev] [--bpf-lb-maglev-table-size M]
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
+from pylium.agent.lbfeatures import lb_features
 from pylium.datapath.lbconfig import LBConfig
 from pylium.ipam import IpamMode
 from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
@@ -119,10 +121,15 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         parser.add_argument(
             flag,
             choices=["true", "false"],
-            default="true",
-            help=f"with --kube-proxy-replacement true: {what} reachable from outside through"
-            " the per-packet path on --uplink (default true)",
+            help=f"{what} reachable from outside through the per-packet path on --uplink"
+            " (default: as --kube-proxy-replacement; beside kube-proxy's rules without it)",
         )
+    parser.add_argument(
+        "--bpf-lb-sock",
+        choices=["true", "false"],
+        help="socket LB on --cgroup: pods' connect() to a service goes to a backend (default:"
+        " as --kube-proxy-replacement; beside kube-proxy's rules without it)",
+    )
     parser.add_argument(
         "--kube-proxy-replacement",
         choices=["true", "false"],
@@ -140,7 +147,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         "--cgroup",
         type=Path,
         help="cgroup v2 directory socket LB attaches to: the lab's node cgroup (on a real"
-        " node the cgroup v2 root); required with --kube-proxy-replacement true",
+        " node the cgroup v2 root); required with socket LB (--bpf-lb-sock)",
     )
     parser.add_argument(
         "--bpf-lb-algorithm",
@@ -172,8 +179,14 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     kube_proxy_replacement = args.kube_proxy_replacement == "true"
-    if kube_proxy_replacement and args.cgroup is None:
-        parser.error("--kube-proxy-replacement true needs --cgroup")
+    sock_lb, node_port, external_ips = (
+        None if v is None else v == "true"
+        for v in (args.bpf_lb_sock, args.enable_node_port, args.enable_external_ips)
+    )
+    try:
+        lb_features(kube_proxy_replacement, sock_lb, node_port, external_ips, args.cgroup)
+    except ValueError as e:
+        parser.error(str(e))
     if kube_proxy_replacement and args.kube_proxy_mode is not None:
         parser.error("--kube-proxy-mode needs --kube-proxy-replacement false")
     if args.enable_bpf_masquerade and args.native_routing_cidr is None:
@@ -200,8 +213,9 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         masquerade=args.enable_bpf_masquerade,
         native_routing_cidr=args.native_routing_cidr,
         kube_proxy_replacement=kube_proxy_replacement,
-        node_port=args.enable_node_port == "true",
-        external_ips=args.enable_external_ips == "true",
+        sock_lb=sock_lb,
+        node_port=node_port,
+        external_ips=external_ips,
         cgroup=args.cgroup,
         kube_proxy_mode=KubeProxyMode(args.kube_proxy_mode) if args.kube_proxy_mode else None,
         lb=LBConfig(Algorithm(args.bpf_lb_algorithm), args.bpf_lb_maglev_table_size),

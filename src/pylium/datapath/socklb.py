@@ -116,6 +116,15 @@ class SockLB:
             stack.pop_all()
             return cls(coll, links)
 
+    @classmethod
+    def open_maps(
+        cls, pin_dir: Path, obj_dir: Path = OBJ_DIR, lb: LBConfig | None = None
+    ) -> SockLB:
+        """The LB maps pinned under `pin_dir` with no program attached: the uplink's
+        per-packet service paths read them while socket LB is off (`--bpf-lb-sock false`)."""
+        spec = (lb or LBConfig()).apply(ObjectSpec.from_file(obj_dir / "sock.o"))
+        return cls(spec.load(pin_dir), {})
+
     def detach(self) -> None:
         """Take the programs off the cgroup and remove the link pins (the maps stay)."""
         for link in self.links.values():
