@@ -14,6 +14,10 @@ def _progress(message: str) -> None:
     click.echo(click.style(f"• {message}", dim=True), err=True)
 
 
+def _switch(value: str | None) -> bool | None:
+    return None if value is None else value == "true"
+
+
 @click.group("lab")
 def lab_group() -> None:
     """Run a cluster's networking out of network namespaces on this machine."""
@@ -56,6 +60,24 @@ def lab_group() -> None:
     show_default=True,
     help="With --kube-proxy-replacement false: iptables or nftables rules in each node.",
 )
+@click.option(
+    "--bpf-lb-sock",
+    type=click.Choice(["true", "false"]),
+    default=None,
+    help="Socket LB in every agent (default: as --kube-proxy-replacement).",
+)
+@click.option(
+    "--enable-node-port",
+    type=click.Choice(["true", "false"]),
+    default=None,
+    help="NodePort/LoadBalancer on the uplinks (default: as --kube-proxy-replacement).",
+)
+@click.option(
+    "--enable-external-ips",
+    type=click.Choice(["true", "false"]),
+    default=None,
+    help="externalIPs on the uplinks (default: as --kube-proxy-replacement).",
+)
 @click.pass_context
 def up_cmd(
     ctx: click.Context,
@@ -66,6 +88,9 @@ def up_cmd(
     mtu: int,
     kube_proxy_replacement: str,
     kube_proxy_mode: str,
+    bpf_lb_sock: str | None,
+    enable_node_port: str | None,
+    enable_external_ips: str | None,
 ) -> None:
     """Create the lab: underlay and world namespaces, nodes with agents and lab kubelets, a
     scheduler, store objects."""
@@ -84,6 +109,11 @@ def up_cmd(
             kube_proxy_mode=None
             if kube_proxy_replacement == "true"
             else ("nftables" if kube_proxy_mode == "nftables" else "iptables"),
+            lb_switches=(
+                _switch(bpf_lb_sock),
+                _switch(enable_node_port),
+                _switch(enable_external_ips),
+            ),
         )
     except LabError as e:
         raise click.ClickException(str(e)) from None

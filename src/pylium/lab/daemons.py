@@ -64,10 +64,21 @@ def agent_argv(lab: LabRecord, node: NodeRecord) -> list[str]:
 
 
 def _service_args(lab: LabRecord, node: NodeRecord) -> list[str]:
-    """Socket LB on the node's cgroup, or kube-proxy's rules in the node's namespace."""
+    """Socket LB on the node's cgroup, or kube-proxy's rules in the node's namespace, and the
+    eBPF service features switched on or off one by one."""
+    switches = [
+        f"--{flag}={'true' if on else 'false'}"
+        for flag, on in (
+            ("bpf-lb-sock", lab.bpfLbSock),
+            ("enable-node-port", lab.enableNodePort),
+            ("enable-external-ips", lab.enableExternalIps),
+        )
+        if on is not None
+    ]
     if lab.kubeProxyReplacement:
-        return ["--kube-proxy-replacement", "true", "--cgroup", node.cgroup]
-    return ["--kube-proxy-replacement", "false", "--kube-proxy-mode", lab.kubeProxyMode]
+        return ["--kube-proxy-replacement", "true", "--cgroup", node.cgroup, *switches]
+    mode = ["--kube-proxy-replacement", "false", "--kube-proxy-mode", lab.kubeProxyMode]
+    return [*mode, "--cgroup", node.cgroup, *switches] if lab.bpfLbSock else [*mode, *switches]
 
 
 def _has_pair(argv: list[str], flag: str, value: str) -> bool:

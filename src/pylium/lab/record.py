@@ -194,6 +194,10 @@ class LabRecord:
     kubeProxyReplacement: bool = True
     """Services in eBPF (socket LB); False: the agents run kube-proxy's `kubeProxyMode`."""
     kubeProxyMode: KubeProxyMode = "iptables"
+    bpfLbSock: bool | None = None
+    enableNodePort: bool | None = None
+    enableExternalIps: bool | None = None
+    """The agents' per-feature switches (`agent.lbfeatures`); None: as kubeProxyReplacement."""
     uplinkMtu: int = DEFAULT_MTU
     """MTU of the underlay (every node's uplink)."""
     operatorPid: int | None = None
@@ -281,6 +285,9 @@ class LabRecord:
             routing=routing,
             kubeProxyReplacement=bool(data.get("kubeProxyReplacement", True)),
             kubeProxyMode=kube_proxy_mode,
+            bpfLbSock=data.get("bpfLbSock"),
+            enableNodePort=data.get("enableNodePort"),
+            enableExternalIps=data.get("enableExternalIps"),
             uplinkMtu=int(data.get("uplinkMtu", DEFAULT_MTU)),
             operatorPid=data.get("operatorPid"),
             schedulerPid=data.get("schedulerPid"),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pylium import paths
+from pylium.agent.lbfeatures import lb_features
 from pylium.lab import (
     cgroup,
     cluster,
@@ -27,6 +28,9 @@ from pylium.lab import (
 )
 from pylium.lab.health import agent_health
 from pylium.lab.record import KubeProxyMode, LabRecord, NodeRecord, Routing
+
+LBSwitches = tuple[bool | None, bool | None, bool | None]
+"""Socket LB, NodePort, externalIPs on or off in every agent (None: the agent's default)."""
 
 MAX_NODES = 20
 """Nodes a lab may have: the underlay is one /24, and each node costs ~100 MB of daemons."""
@@ -48,6 +52,7 @@ def up(
     routing: Routing = "native",
     store: str = "sqlite",
     kube_proxy_mode: KubeProxyMode | None = None,
+    lb_switches: LBSwitches = (None, None, None),
 ) -> LabRecord:
     """Make the lab and return its record once every agent is healthy.
 
@@ -56,6 +61,8 @@ def up(
         routing: `native` (routes to each node's pod CIDR through the underlay) or `tunnel`.
         kube_proxy_mode: None: Services in eBPF (kube-proxy replacement); `iptables` or
             `nftables`: the agents program kube-proxy's rules in their node's namespace.
+        lb_switches: every agent's `--bpf-lb-sock`, `--enable-node-port` and
+            `--enable-external-ips` (None: the agent's default).
         store: `sqlite` (a file in the lab dir) or `etcd://127.0.0.1:PORT` (keys under
             `/<lab>`).
 
@@ -81,9 +88,14 @@ def up(
             f"leftovers of an earlier lab {name!r} remain: remove them with "
             f"`pylium lab down --name {name} --force`"
         )
+    try:  # every agent would refuse them once the lab is made (each node has its cgroup)
+        lb_features(kube_proxy_mode is None, *lb_switches, cgroup=paths.CGROUP_ROOT)
+    except ValueError as e:
+        raise LabError(str(e)) from None
     lab = LabRecord.new(name, nodes, mtu, routing, store)
     if kube_proxy_mode is not None:
         lab.kubeProxyReplacement, lab.kubeProxyMode = False, kube_proxy_mode
+    lab.bpfLbSock, lab.enableNodePort, lab.enableExternalIps = lb_switches
     record.save(lab)
     try:
         progress("store: namespaces, nodes and their addresses")

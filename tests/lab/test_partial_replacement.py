@@ -1,0 +1,83 @@
+"""Partial kube-proxy replacement, as Cilium allows it: a 3-node tunnel lab with kube-proxy's
+iptables rules (`--kube-proxy-replacement false --kube-proxy-mode iptables`) and socket LB on
+top (`--bpf-lb-sock true`). `pylium connectivity test` passes, and socket LB, not the rules,
+translates a pod's ClusterIP connections: they answer (TCP and UDP, the reply path included)
+while the iptables rule of that ClusterIP, present on every node, never counts a packet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from pylium.lab import record
+from tests.lab.conftest import apply, leftovers, pylium, running_pod
+from tests.lab.test_service_matrix import table
+from tests.lab.test_services import CLIENT, cluster_ip, probe, service, web_pod
+from tests.support import wait_for
+
+pytestmark = pytest.mark.root
+
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def pp_lab() -> Iterator[str]:
+    """The partial-replacement lab, removed at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    name = f"pp{os.urandom(3).hex()}"
+    try:
+        pylium("lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "tunnel",
+               "--kube-proxy-replacement", "false", "--kube-proxy-mode", "iptables",
+               "--bpf-lb-sock", "true")  # fmt: skip
+        yield name
+    finally:
+        pylium("lab", "down", "--name", name, "--force", check=False)
+        assert leftovers(name) == {}
+
+
+def cluster_ip_counters(lab: str, ip: str) -> list[int]:
+    """Packet counters of every node's iptables nat rules matching the ClusterIP."""
+    counters = []
+    for i in range(1, NODES + 1):
+        argv = ["nsenter", f"--net=/var/run/netns/{record.node_netns(lab, i)}", "--",
+                "iptables-save", "-c", "-t", "nat"]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        counters += [
+            int(m[1])
+            for m in re.finditer(rf"^\[(\d+):\d+\] -A KUBE-SERVICES .*-d {ip}/32 ", out, re.M)
+        ]
+    return counters
+
+
+def test_connectivity_passes_and_socket_lb_translates_the_cluster_ip(pp_lab: str) -> None:
+    proc = pylium("--lab", pp_lab, "connectivity", "test", "-o", "json", check=False)
+    report = json.loads(proc.stdout)
+    shown = f"{table(report)}\n{proc.stderr}"
+    assert proc.returncode == 0, shown
+    assert all(s["status"] == "passed" or s["requires"] for s in report["scenarios"]), shown
+
+    apply(pp_lab, web_pod("web-a"), web_pod("web-b"), CLIENT, service("web", "web"))
+    for name in ("web-a", "web-b", "client"):
+        running_pod(pp_lab, name)
+    ip = cluster_ip(pp_lab, "web")
+    # kube-proxy's rules serve the service too (2 ports on 3 nodes): both LB owners are there
+    assert wait_for(lambda: len(cluster_ip_counters(pp_lab, ip)) == 2 * NODES, timeout=15)
+
+    seen: set[str] = set()
+
+    def both() -> bool:
+        result = probe(pp_lab, f"{ip}:80")
+        if result["ok"]:
+            seen.add(result["answer"])
+        return seen == {"web-a", "web-b"}
+
+    assert wait_for(both, timeout=30, interval=0.05), seen
+    assert probe(pp_lab, f"{ip}:53", "udp")["answer"] in {"web-a", "web-b"}
+    # connect()/sendmsg() went to a backend already: no packet to the ClusterIP hit a rule
+    assert cluster_ip_counters(pp_lab, ip) == [0] * (2 * NODES)
