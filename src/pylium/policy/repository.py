@@ -17,6 +17,7 @@ the store's CiliumIdentity objects (the CLI) or empty (the pure model).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -367,27 +368,25 @@ class Repository:
         self._moved_peers.clear()
         self._moved_selectors.clear()
         changed: dict[str, EndpointPolicy] = {}
+        select = functools.cache(self._select)  # rules are shared by many endpoints
         for key, ep in self._endpoints.items():
             old = self._computed.get(key)
             rules = self._selecting_rules(ep.labels)
             if old is None or dirty is None or key in dirty:
                 policy = compute(
-                    ep.identity,
-                    ep.labels,
-                    rules,
-                    self._select,
-                    ep.ports,
-                    cluster_ports,
-                    self.config,
+                    ep.identity, ep.labels, rules, select, ep.ports, cluster_ports, self.config
                 )
+                if old == policy:
+                    continue
             elif moved and any(not moved.isdisjoint(r.peers) for r in rules):
                 policy = recompute_peers(
-                    old, peers, ep.labels, rules, self._select, ep.ports, cluster_ports
+                    old, peers, ep.labels, rules, select, ep.ports, cluster_ports
                 )
+                if policy is old:  # returned as is when its peers' entries are the same
+                    continue
             else:
                 continue
-            if old != policy:
-                changed[key] = policy
+            changed[key] = policy
         for key in [k for k in self._computed if k not in self._endpoints]:
             del self._computed[key]
         self._computed.update(changed)

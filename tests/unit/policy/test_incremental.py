@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from pylium.bench import policy as bench
 from pylium.policy import Repository
 from pylium.policy.compute import compute
@@ -63,3 +65,15 @@ def test_incremental_updates_equal_full_computation() -> None:
             repo.set_namespace(ns)
             repo.delete_pod(bench._ns(step % bench.NAMESPACES), f"pod-{step}")
         _check_matches_full(repo)
+
+
+def test_policy_bench_runs_and_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pylium bench policy`'s computation part at a small scale: every figure is there."""
+    monkeypatch.setattr(bench, "PODS", 60)
+    monkeypatch.setattr(bench, "RULES", 40)
+    report = bench.run_compute(lambda _line: None, runs=3)
+    assert (report.pods, report.identities, report.rules) == (60, 60, 40)
+    assert report.add_identity.runs == report.add_rule.runs == 3
+    assert report.entries_p50 <= report.entries_max and report.entries_max > 0
+    text = bench.render_text(report)
+    assert "incremental: one identity added" in text and "map entries" in text
