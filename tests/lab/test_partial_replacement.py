@@ -1,8 +1,11 @@
 """Partial kube-proxy replacement, as Cilium allows it: a 3-node tunnel lab with kube-proxy's
-iptables rules (`--kube-proxy-replacement false --kube-proxy-mode iptables`) and socket LB on
-top (`--bpf-lb-sock true`). `pylium connectivity test` passes, and socket LB, not the rules,
-translates a pod's ClusterIP connections: they answer (TCP and UDP, the reply path included)
-while the iptables rule of that ClusterIP, present on every node, never counts a packet."""
+iptables rules (`--kube-proxy-replacement false --kube-proxy-mode iptables`), socket LB and the
+uplink's NodePort path on top (`--bpf-lb-sock true --enable-node-port true`).
+`pylium connectivity test` passes; socket LB, not the rules, translates a pod's ClusterIP
+connections: they answer (TCP and UDP, the reply path included) while the iptables rule of that
+ClusterIP, present on every node, never counts a packet; and the uplink, not the rules, serves a
+NodePort from the world: a node without the backend SNATs to its own address (kube-proxy's rules
+would SNAT to its router IP), the backend's node keeps the client's."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import pytest
 
 from pylium.lab import record
 from tests.lab.conftest import apply, leftovers, pylium, running_pod
+from tests.lab.test_nodeport import WORLD_ADDRESSES, answer, backend, node_ip, node_port
+from tests.lab.test_nodeport import service as np_service
 from tests.lab.test_service_matrix import table
 from tests.lab.test_services import CLIENT, cluster_ip, probe, service, web_pod
 from tests.support import wait_for
@@ -34,7 +39,7 @@ def pp_lab() -> Iterator[str]:
     try:
         pylium("lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "tunnel",
                "--kube-proxy-replacement", "false", "--kube-proxy-mode", "iptables",
-               "--bpf-lb-sock", "true")  # fmt: skip
+               "--bpf-lb-sock", "true", "--enable-node-port", "true")  # fmt: skip
         yield name
     finally:
         pylium("lab", "down", "--name", name, "--force", check=False)
@@ -81,3 +86,12 @@ def test_connectivity_passes_and_socket_lb_translates_the_cluster_ip(pp_lab: str
     assert probe(pp_lab, f"{ip}:53", "udp")["answer"] in {"web-a", "web-b"}
     # connect()/sendmsg() went to a backend already: no packet to the ClusterIP hit a rule
     assert cluster_ip_counters(pp_lab, ip) == [0] * (2 * NODES)
+
+
+def test_the_uplink_serves_a_node_port_before_the_rules(pp_lab: str) -> None:
+    apply(pp_lab, backend(pp_lab, "np-a", 2, "a"),
+          np_service("cluster", {"app": "np", "pod": "a"}, "NodePort"))  # fmt: skip
+    running_pod(pp_lab, "np-a")
+    port = node_port(pp_lab, "cluster")
+    assert answer(pp_lab, f"{node_ip(pp_lab, 1)}:{port}") == ("np-a", node_ip(pp_lab, 1))
+    assert answer(pp_lab, f"{node_ip(pp_lab, 2)}:{port}")[1] in WORLD_ADDRESSES

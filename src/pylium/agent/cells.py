@@ -309,6 +309,9 @@ class Agent:
                     p.kube_proxy_mode,
                     IPv4Network(cidr) if cidr else None,
                     snat_ip=ipam.router_ip,
+                    # the eBPF NodePort path's forwarded flows bypass the node's conntrack
+                    conntrack_tcp_be_liberal=self.lb_features.node_port
+                    or self.lb_features.external_ips,
                 ),
                 self.store,
             )

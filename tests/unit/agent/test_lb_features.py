@@ -11,6 +11,8 @@ from pylium.agent.lbfeatures import LBFeatures, lb_features
 from pylium.agent.main import parse_args
 from pylium.lab import daemons
 from pylium.lab.record import LabRecord
+from pylium.loadbalancer.kubeproxy.iptables import restore_input
+from pylium.loadbalancer.kubeproxy.params import ProxyParams
 
 BASE = ["--node", "n1", "--store", "sqlite:////tmp/unused.db"]
 KPR = ["--kube-proxy-replacement", "true", "--cgroup", "/sys/fs/cgroup/unified/x"]
@@ -77,3 +79,11 @@ def test_that_a_kube_proxy_lab_without_socket_lb_gives_no_cgroup():
     lab = LabRecord.new("pp0", 1)
     lab.kubeProxyReplacement = False
     assert "--cgroup" not in daemons.agent_argv(lab, lab.nodes[0])
+
+
+def test_that_liberal_conntrack_drops_no_invalid_packets_in_iptables_mode():
+    """The eBPF NodePort path beside kube-proxy: a backend's reply to a flow the uplink
+    forwarded past conntrack is INVALID there, and must not be dropped."""
+    invalid = "--ctstate INVALID -j DROP"
+    assert invalid in restore_input([], ProxyParams("n1"))
+    assert invalid not in restore_input([], ProxyParams("n1", conntrack_tcp_be_liberal=True))

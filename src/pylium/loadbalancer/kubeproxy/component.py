@@ -41,6 +41,8 @@ class KubeProxyParams:
             node's conntrack, so a DNATed flow must be masqueraded to come back through it.
         snat_ip: the address masqueraded service traffic gets (`ProxyParams.snat_ip`); the
             agent gives its router IP.
+        conntrack_tcp_be_liberal: kube-proxy's `--conntrack-tcp-be-liberal`
+            (`ProxyParams.conntrack_tcp_be_liberal`).
         resync_interval: seconds between full syncs.
         retry_max: longest wait, in seconds, before retrying a failed sync.
     """
@@ -50,6 +52,7 @@ class KubeProxyParams:
     cluster_cidr: IPv4Network | None = None
     masquerade_all: bool = True
     snat_ip: IPv4Address | None = None
+    conntrack_tcp_be_liberal: bool = False
     resync_interval: float = 3600.0
     retry_max: float = 5.0
 
@@ -72,6 +75,7 @@ class KubeProxy(ServiceWatch):
             cluster_cidr=self.params.cluster_cidr,
             masquerade_all=self.params.masquerade_all,
             snat_ip=self.params.snat_ip,
+            conntrack_tcp_be_liberal=self.params.conntrack_tcp_be_liberal,
         )
 
     async def run_pass(self, full: bool) -> float | None:

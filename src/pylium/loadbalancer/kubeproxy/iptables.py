@@ -249,8 +249,9 @@ def restore_input(
         flt += r.filter_services
     for _, r in rules:
         flt += r.filter_external
+    if not params.conntrack_tcp_be_liberal:
+        flt.append(_rule(KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"))
     flt += [
-        _rule(KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"),
         _rule(KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
               "-m", "mark", "--mark", f"{MASQ_MARK}/{MASQ_MARK}", "-j", "ACCEPT"),
         _rule(KUBE_FORWARD, "-m", "comment", "--comment",

@@ -27,6 +27,10 @@ class ProxyParams:
             agent gives its router IP, an address of the node's pod CIDR, so a backend's reply
             is pod-to-pod traffic (routed or tunnelled back, never BPF-masqueraded to a node
             address on the uplink, never leaving a tunnel for the underlay).
+        conntrack_tcp_be_liberal: kube-proxy's `--conntrack-tcp-be-liberal`: no rule drops
+            packets conntrack finds INVALID (iptables `KUBE-FORWARD`). The agent sets it when
+            the eBPF NodePort path runs beside these rules: that path delivers a forwarded
+            connection's first packets past conntrack, so the backend's reply looks INVALID.
     """
 
     node: str
@@ -35,3 +39,4 @@ class ProxyParams:
     service_cidr: IPv4Network | None = None
     masquerade_all: bool = False
     snat_ip: IPv4Address | None = None
+    conntrack_tcp_be_liberal: bool = False
