@@ -37,7 +37,7 @@ from pylium.datapath.nat import BpfMasquerade, MasqueradeParams, remove_masquera
 from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.policy import EnforcementParams, PolicyEnforcement
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
-from pylium.datapath.socklb import SockLB
+from pylium.datapath.socklb import SockLB, remove_sock_lb
 from pylium.endpoint import EndpointManager, EndpointParams
 from pylium.hubble.endpoints import EndpointsLookup, IPCacheEndpoints
 from pylium.hubble.metrics import FlowMetrics
@@ -282,6 +282,8 @@ class Agent:
             await self._masquerade.start()
         else:
             remove_masquerade(p.bpf_dir, p.uplink)  # turned off since the last run
+        if not self.lb_features.sock_lb:
+            remove_sock_lb(p.bpf_dir)  # turned off since the last run
         if self.lb_features.lb_maps:
             # Socket LB: a connect() to a service from any pod of the node goes to a backend.
             # Without it the uplink programs still read the LB maps sock.o pins.

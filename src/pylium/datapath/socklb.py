@@ -31,7 +31,7 @@ from typing import Self
 from pylium.datapath import libbpf
 from pylium.datapath.errors import BpfError
 from pylium.datapath.lbconfig import MAP_MAGLEV, LBConfig
-from pylium.datapath.links import AttachType, Link, attach_cgroup
+from pylium.datapath.links import AttachType, Link, attach_cgroup, remove_pinned
 from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec
 from pylium.datapath.maps import MapInfo, MapType, RawMap
 from pylium.loadbalancer.lbmaps import AFFINITY_MATCH, BACKENDS, MAGLEV, REVNAT, SERVICES, MapDelta
@@ -173,6 +173,14 @@ class SockLB:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def remove_sock_lb(pin_dir: Path) -> None:
+    """Detach and unpin the cgroup links (socket LB turned off since the last run); the maps
+    stay for the per-packet paths."""
+    for hook in HOOKS:
+        if (pin := link_pin(pin_dir, hook)).exists():
+            remove_pinned(pin)
 
 
 def _attach(coll: Collection, prog_name: str, attach: AttachType, cgroup: Path, pin: Path) -> Link:
