@@ -188,7 +188,6 @@ def compute(
 def recompute_peers(
     policy: EndpointPolicy,
     peers: frozenset[int],
-    labels: Labels,
     rules: list[Rule],
     select: Callable[[tuple[Selector, ...]], frozenset[int]],
     own_ports: NamedPorts,
@@ -196,7 +195,8 @@ def recompute_peers(
 ) -> EndpointPolicy:
     """`policy` with the entries of the peer identities `peers` derived again: what `compute`
     returns when only the selections of those identities changed (an identity appeared or
-    went, its addresses changed), at the cost of those peers' entries alone.
+    went, its addresses changed), at the cost of those peers' entries alone. `rules` are the
+    rules whose subject selects the endpoint.
 
     Exact because an entry of identity X is only shadowed by denies of X or of identity 0,
     and identity-0 entries come from wildcard peers, which selections never change.
@@ -207,7 +207,7 @@ def recompute_peers(
     for direction in policy.enforced:
         ports = own_ports if direction is Direction.INGRESS else cluster_ports
         for rule in rules:
-            if rule.direction != direction or not rule.peers or not rule.subject.matches(labels):
+            if rule.direction != direction or not rule.peers:
                 continue
             if any(p.is_wildcard for p in rule.peers):
                 continue
@@ -223,7 +223,9 @@ def recompute_peers(
     for key in old:
         del entries[key]
     entries.update(fresh)
-    by_peer = {p: keys for p, keys in policy.by_peer.items() if p not in peers}
+    by_peer = dict(policy.by_peer)
+    for peer in peers:
+        by_peer.pop(peer, None)
     by_peer.update(EndpointPolicy.index(fresh))
     return EndpointPolicy(
         policy.identity, policy.enforced, entries, policy.audit, policy.isolated_by, by_peer

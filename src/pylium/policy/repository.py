@@ -379,9 +379,7 @@ class Repository:
                 if old == policy:
                     continue
             elif moved and any(not moved.isdisjoint(r.peers) for r in rules):
-                policy = recompute_peers(
-                    old, peers, ep.labels, rules, select, ep.ports, cluster_ports
-                )
+                policy = recompute_peers(old, peers, rules, select, ep.ports, cluster_ports)
                 if policy is old:  # returned as is when its peers' entries are the same
                     continue
             else:
