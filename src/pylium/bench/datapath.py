@@ -109,6 +109,17 @@ def run_bench(duration: int, progress: Progress, netns_prefix: str = NETNS_PREFI
     """
     if duration < SLICE_SECONDS:
         raise ValueError(f"duration must be at least {SLICE_SECONDS} s")
+    spec = {"rounds": duration // SLICE_SECONDS}
+    output = run_in_scratch_pods(f"{__name__}_worker", spec, progress, netns_prefix)
+    return report_from_json(json.loads(output))
+
+
+def run_in_scratch_pods(
+    worker: str, spec: dict[str, Any], progress: Progress, netns_prefix: str
+) -> str:
+    """Make the node, a and b namespaces, run `python -m <worker> SPEC_JSON` inside the node
+    namespace (SPEC_JSON is `spec` plus `netns`: role -> path), delete the namespaces after;
+    returns the worker's stdout. `pylium bench flows` runs its two-pod worker this way too."""
     base = unique_name(netns_prefix)
     names = {role: f"{base}-{role}" for role in ("node", "a", "b")}
     made: list[str] = []
@@ -116,17 +127,13 @@ def run_bench(duration: int, progress: Progress, netns_prefix: str = NETNS_PREFI
         for name in names.values():
             netns_add(name)
             made.append(name)
-        spec = {
-            "netns": {role: str(paths.NETNS_DIR / n) for role, n in names.items()},
-            "rounds": duration // SLICE_SECONDS,
-        }
+        full = {**spec, "netns": {role: str(paths.NETNS_DIR / n) for role, n in names.items()}}
         enter = ["nsenter", f"--net={paths.NETNS_DIR / names['node']}", "--"]
-        argv = [*enter, sys.executable, "-m", f"{__name__}_worker", json.dumps(spec)]
-        output = _run_worker(argv, progress)
+        argv = [*enter, sys.executable, "-m", worker, json.dumps(full)]
+        return _run_worker(argv, progress)
     finally:
         for name in reversed(made):
             netns_del(name)
-    return report_from_json(json.loads(output))
 
 
 def _run_worker(argv: list[str], progress: Progress) -> str:
@@ -141,7 +148,7 @@ def _run_worker(argv: list[str], progress: Progress) -> str:
             proc.kill()
             raise
         if proc.wait() != 0:
-            raise RuntimeError(f"the datapath bench worker failed (exit {proc.returncode})")
+            raise RuntimeError(f"the bench worker {argv[-2]} failed (exit {proc.returncode})")
     return output
 
 

@@ -169,10 +169,29 @@ def attached(objs: LxcObjects, endpoints: Attached) -> Iterator[None]:
         yield
 
 
-def rotated(round_index: int) -> tuple[str, ...]:
-    """The topologies in this round's order: each goes first, second and third in turn."""
-    k = round_index % len(TOPOLOGIES)
-    return TOPOLOGIES[k:] + TOPOLOGIES[:k]
+def rotated(round_index: int, order: tuple[str, ...] = TOPOLOGIES) -> tuple[str, ...]:
+    """`order` rotated for this round: each member goes first, second, ... in turn."""
+    k = round_index % len(order)
+    return order[k:] + order[:k]
+
+
+def add_endpoints(objs: LxcObjects, endpoints: Attached) -> None:
+    """Both pods in the programs' endpoint maps, as the agent adds them."""
+    for ep, done in endpoints:
+        objs.add_endpoint(
+            EndpointInfo.make(
+                ifindex=done.host_ifindex,
+                lxc_id=ep.id,
+                ip=ep.ipv4,
+                mac=done.mac,
+                node_mac=done.host_mac,
+            )
+        )
+
+
+def total_rate(samples: list[Sample]) -> float:
+    """The rate over all slices: their amounts over their seconds."""
+    return sum(s.amount for s in samples) / sum(s.seconds for s in samples)
 
 
 class Worker:
@@ -199,16 +218,7 @@ class Worker:
             await nl.stop()
         config = NodeConfig(router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
         with LxcObjects.load(config) as objs, servers(self.netns["b"]):
-            for ep, done in endpoints:
-                objs.add_endpoint(
-                    EndpointInfo.make(
-                        ifindex=done.host_ifindex,
-                        lxc_id=ep.id,
-                        ip=ep.ipv4,
-                        mac=done.mac,
-                        node_mac=done.host_mac,
-                    )
-                )
+            add_endpoints(objs, endpoints)
             for test in TESTS:
                 for r in range(self.rounds):
                     self.progress(f"{test}: round {r + 1}/{self.rounds}")
@@ -239,10 +249,7 @@ class Worker:
     def _result(self, forwarded: dict[str, int]) -> dict[str, Any]:
         figures = {}
         for topology, by_test in self.samples.items():
-            totals = {
-                test: sum(s.amount for s in samples) / sum(s.seconds for s in samples)
-                for test, samples in by_test.items()
-            }
+            totals = {test: total_rate(samples) for test, samples in by_test.items()}
             figures[topology] = {
                 **totals,
                 "retransmits": sum(s.retransmits for s in by_test["throughput_gbps"]),
@@ -255,18 +262,24 @@ class Worker:
         return {"rounds": self.rounds, "figures": figures, "costs": costs, "forwarded": forwarded}
 
 
-def main(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the worker for `spec`; refuses to run outside the spec's node namespace."""
+def require_node_netns(spec: dict[str, Any]) -> None:
+    """Exit unless this process runs inside the spec's node namespace."""
     # The netlink adapter changes the namespace it runs in (sysctls, devices): make sure that
     # is the scratch node namespace and not the machine's.
     here, node = os.stat("/proc/self/ns/net"), os.stat(spec["netns"]["node"])
     if (here.st_dev, here.st_ino) != (node.st_dev, node.st_ino):
-        raise SystemExit("the datapath bench worker must run inside its node namespace")
+        raise SystemExit("a bench worker must run inside its node namespace")
 
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
 
-    return asyncio.run(Worker(spec["netns"], int(spec["rounds"]), progress).run())
+def progress_to_stderr(line: str) -> None:
+    """Progress lines of a worker: its stderr, which the parent passes on."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the worker for `spec`; refuses to run outside the spec's node namespace."""
+    require_node_netns(spec)
+    return asyncio.run(Worker(spec["netns"], int(spec["rounds"]), progress_to_stderr).run())
 
 
 if __name__ == "__main__":

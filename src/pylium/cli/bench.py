@@ -107,14 +107,22 @@ def services_cmd(sizes: str, output: str) -> None:
     type=click.FloatRange(0.1, 60),
     help="Seconds per producer run.",
 )
+@click.option(
+    "--pod-seconds",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 600),
+    help="Interleaved 1-second rounds per test of the two-pod export on/off measurement.",
+)
 @output_option
-def flows_cmd(seconds: float, output: str) -> None:
-    """Flow events/s the observer decodes, enriches and serves without loss, and the
-    per-packet datapath cost of an event per packet."""
+def flows_cmd(seconds: float, pod_seconds: int, output: str) -> None:
+    """Flow events/s the observer decodes, enriches and serves without loss, and what flow
+    export costs: per packet in from-container, and two pods' request/response and
+    connection rates, export on against off."""
     from pylium.bench import flows
 
-    _require_root("flows", "it loads BPF programs")
-    report = flows.run_bench(seconds, progress=_progress)
+    _require_root("flows", "it loads BPF programs and creates namespaces")
+    report = flows.run_bench(seconds, progress=_progress, pod_seconds=pod_seconds)
     _print(output, flows.to_json(report), flows.render_text(report))
 
 
