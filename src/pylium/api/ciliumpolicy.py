@@ -2,8 +2,9 @@
 Cilium's `pkg/policy/api`: rule, selector, entities, cidr, l4, icmp).
 
 Selector keys may carry a label source (`k8s:app`, `reserved:host`, `any:app`); a key without
-one means `any:`, as in Cilium. L7 rules, FQDNs, services and groups are not modelled: the
-store keeps them, the policy engine ignores them.
+one means `any:`, as in Cilium. L7 rules, FQDNs, services, groups, node selectors and
+requirements are not enforced by pylium, so a policy using them is refused with the field
+named: ignoring them would allow more than the policy says.
 """
 
 from __future__ import annotations
@@ -108,10 +109,29 @@ class PortProtocol(Model):
         return self
 
 
+def refuse_unenforced(model: Model, fields: tuple[str, ...]) -> None:
+    """Refuse Cilium fields pylium does not enforce (naming the first one set)."""
+    extra = model.model_extra or {}
+    for name in fields:
+        if extra.get(name):
+            raise FieldIssue(
+                "Forbidden: not supported by pylium (L3/L4 policy only); a rule that ignored it"
+                " would allow more than it says",
+                (name,),
+            )
+
+
 class PortRule(Model):
-    """`toPorts[]`: the ports a rule allows (L7 `rules` are kept but not enforced)."""
+    """`toPorts[]`: the ports a rule allows (L7 `rules` and TLS contexts are refused)."""
 
     ports: list[PortProtocol] | None = None
+
+    @model_validator(mode="after")
+    def _l4_only(self) -> PortRule:
+        refuse_unenforced(
+            self, ("rules", "listener", "serverNames", "originatingTLS", "terminatingTLS")
+        )
+        return self
 
 
 class ICMPField(Model):
@@ -159,6 +179,11 @@ class IngressRule(_PeerRule):
     fromCIDRSet: list[CIDRRule] | None = None
     fromEntities: list[Entity] | None = None
 
+    @model_validator(mode="after")
+    def _enforced_peers(self) -> IngressRule:
+        refuse_unenforced(self, ("fromRequires", "fromGroups", "fromNodes", "authentication"))
+        return self
+
 
 class EgressRule(_PeerRule):
     """An egress (or egressDeny) rule: to any of the peers, on the ports."""
@@ -167,6 +192,14 @@ class EgressRule(_PeerRule):
     toCIDR: list[CIDR] | None = None
     toCIDRSet: list[CIDRRule] | None = None
     toEntities: list[Entity] | None = None
+
+    @model_validator(mode="after")
+    def _enforced_peers(self) -> EgressRule:
+        refuse_unenforced(
+            self,
+            ("toFQDNs", "toServices", "toGroups", "toRequires", "toNodes", "authentication"),
+        )
+        return self
 
 
 class DefaultDeny(Model):

@@ -81,6 +81,18 @@ def test_valid_cnp_with_every_l3_l4_field_is_accepted() -> None:
             {**SELECT_ALL, "egress": [{"toPorts": [{"ports": [{"protocol": "X"}]}]}]},
             "spec.egress[0].toPorts[0].ports[0].protocol: Unsupported value",
         ),
+        (  # L7 and FQDN rules would be ignored, i.e. allow more: refused instead
+            {**SELECT_ALL, "ingress": [{"toPorts": [{"rules": {"http": [{"method": "GET"}]}}]}]},
+            "spec.ingress[0].toPorts[0].rules: Forbidden: not supported by pylium",
+        ),
+        (
+            {**SELECT_ALL, "egress": [{"toFQDNs": [{"matchName": "example.com"}]}]},
+            "spec.egress[0].toFQDNs: Forbidden: not supported by pylium",
+        ),
+        (
+            {**SELECT_ALL, "ingress": [{"fromRequires": [{"matchLabels": {"env": "prod"}}]}]},
+            "spec.ingress[0].fromRequires: Forbidden",
+        ),
     ],
 )
 def test_invalid_cnp_names_the_field(spec: dict[str, Any], error: str) -> None:
