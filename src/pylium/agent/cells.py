@@ -38,7 +38,7 @@ from pylium.datapath.netlink import Netlink, PyrouteNetlink
 from pylium.datapath.policy import EnforcementParams, PolicyEnforcement
 from pylium.datapath.reconciler import BpfDatapath, DatapathParams
 from pylium.datapath.socklb import SockLB, remove_sock_lb
-from pylium.endpoint import EndpointManager, EndpointParams
+from pylium.endpoint import Endpoint, EndpointManager, EndpointParams
 from pylium.hubble.endpoints import EndpointsLookup, IPCacheEndpoints
 from pylium.hubble.metrics import FlowMetrics
 from pylium.hubble.observer import Observer, ObserverParams, OpenReader, PinnedRingBuffer
@@ -334,6 +334,7 @@ class Agent:
                 ipam_gc_interval=p.ipam_gc_interval,
                 ipam_gc_grace=p.ipam_gc_grace,
                 on_step=p.on_step,
+                before_plumb=self._prepare_policy,
             ),
             self._netlink,
             ipam,
@@ -383,6 +384,11 @@ class Agent:
         self.backend.datapath, self.backend.observer = self._datapath, self._observer
         self.backend.ipam, self.backend.endpoints = ipam, self._endpoints
         log.info("agent of node %s ready", p.node)
+
+    async def _prepare_policy(self, ep: Endpoint) -> None:
+        """Install a new pod's policy before its interface can pass traffic."""
+        if self._policy is not None and ep.pod_name:
+            await self._policy.prepare(ep.id, f"{ep.pod_namespace}/{ep.pod_name}")
 
     def _ipcache_dump(self) -> dict[str, Any]:
         """GET /v1/ipcache: the ipcache table and the kernel's pylium_ipcache4."""

@@ -398,6 +398,32 @@ class PolicyEnforcement:
             self._maps.remove(endpoint)
             self._synced.pop(endpoint, None)
 
+    async def prepare(self, endpoint: int, key: str, timeout: float = 2.0) -> None:
+        """Write a new endpoint's policy before its programs pass traffic (Cilium regenerates
+        an endpoint's policy before marking it ready): the datapath treats an endpoint without
+        flags as unenforced. Waits up to `timeout` for the repository to learn the pod; if it
+        does not, fails closed with both directions enforced and no allowed peer. With no
+        policy in the cluster nothing can select the pod: nothing to write, no wait."""
+        if self._maps is None or not self.repo.rules():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while key not in self.repo.endpoints() and loop.time() < deadline:
+            await asyncio.sleep(0.02)  # the watcher is a task of this loop: let it run
+        if key in self.repo.endpoints():
+            policy = self.repo.policy(key)
+            self._synced[endpoint] = policy
+        else:
+            log.warning(
+                "pod %s unknown to policy after %.1fs: endpoint %d denies all",
+                key,
+                timeout,
+                endpoint,
+            )
+            policy = EndpointPolicy(0, frozenset({Direction.INGRESS, Direction.EGRESS}))
+        self._maps.sync(endpoint, policy)
+        self._keys[endpoint] = key
+
     def flow_policies(self, event: Event) -> tuple[Policy, ...]:
         """The policies behind an event's policy verdict, for Hubble's `*_allowed_by` /
         `*_denied_by`: the rules of the matched entry (its cookie), or for a default-deny drop

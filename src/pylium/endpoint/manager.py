@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -69,6 +69,9 @@ class EndpointParams:
     on_step: Callable[[str], None] | None = None
     """Called after each named step of an ADD ("state-written", "ip-allocated", the plumbing
     steps, "ready"); the crash tests make it exit the process. None in production."""
+    before_plumb: Callable[[Endpoint], Awaitable[None]] | None = None
+    """Awaited during ADD once the endpoint has its address, before its interface exists or
+    its programs are attached: the agent writes the endpoint's policy here."""
 
 
 class EndpointManager:
@@ -206,6 +209,8 @@ class EndpointManager:
             ep = replace(ep, ipv4=str(alloc.ip), gateway=str(self._ipam.router_ip))
             self._by_id[ep.id] = ep
             step("ip-allocated")
+            if self._params.before_plumb is not None:
+                await self._params.before_plumb(ep)
             done = await plumbing.plumb(self._nl, ep, req.mac, step)
             ep = replace(
                 ep,
