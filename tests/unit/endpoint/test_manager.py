@@ -397,3 +397,33 @@ async def test_gc_deletes_endpoints_not_in_the_valid_list(env):
     assert [e.container_id for e in removed] == ["drop"]
     assert [e.container_id for e in env.manager.endpoints()] == ["keep"]
     assert list(env.ipam.used().values()) == ["keep/eth0"]
+
+
+async def test_the_policy_hook_runs_before_the_pod_can_pass_traffic(tmp_path):
+    """ADD awaits `before_plumb` once the address is known and before any veth or datapath row
+    exists (the agent writes the endpoint's policy there); a hook failure rolls ADD back."""
+    env = Env(tmp_path)
+    seen: list[tuple[str | None, list[str], dict[object, object]]] = []
+
+    async def before_plumb(ep):
+        seen.append((ep.ipv4, env.node_links(), dict(env.dp.rows)))
+        if ep.pod_name == "denied":
+            raise InjectedFailure("policy")
+
+    params = EndpointParams(
+        state_dir=tmp_path,
+        delete_queue_dir=tmp_path / "delete-queue",
+        mtu=1450,
+        before_plumb=before_plumb,
+    )
+    env.manager = EndpointManager(params, env.nl, env.ipam, env.dp)
+    await env.manager.start()
+    try:
+        ep = await env.manager.create(req(pod_name="web"))
+        assert seen == [(ep.ipv4, ["lo"], {})]
+        with pytest.raises(InjectedFailure):
+            await env.manager.create(req("c2", POD_B, pod_name="denied"))
+        assert "c2/eth0" not in env.ipam.used().values()
+        assert len(env.dp.rows) == 1
+    finally:
+        await env.manager.stop()
