@@ -53,6 +53,8 @@ def test_status_json_lists_the_node(lab: str) -> None:
     assert ipaddress.IPv4Network(node["podCIDR"]).subnet_of(ipaddress.IPv4Network("10.244.0.0/16"))
     assert node["podCIDR"] == _pod_cidr(lab)
     assert node["health"] == "ok" and node["kubeletRunning"] is True
+    flows = node["flows"]  # the observer's counters: losses are shown, never silent
+    assert int(flows["seen_flows"]) >= 0 and isinstance(flows["lost_events"], dict)
     conflist = json.loads(Path(node["cniConfDir"], "05-pylium.conflist").read_text())
     assert [p["type"] for p in conflist["plugins"]] == ["pylium-cni", "portmap"]
     assert conflist["plugins"][0]["agentSocket"] == node["agentSocket"]

@@ -212,6 +212,10 @@ class AgentClient:
         """GET /v1/lb: the desired LB maps as text and whether the kernel's maps hold them."""
         return cast(dict[str, Any], self._call("GET", "/v1/lb"))
 
+    def flow_status(self) -> dict[str, Any]:
+        """GET /v1/flows/status: flows held and seen, and lost events by source."""
+        return cast(dict[str, Any], self._call("GET", "/v1/flows/status"))
+
     def stream_lines(self, path: str) -> Iterator[bytes]:
         """GET `path` and yield the body line by line as it arrives (NDJSON streams such as
         GET /v1/flows?follow=1). The timeout covers connecting and the answer's headers;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -140,6 +141,17 @@ def down_cmd(ctx: click.Context, name: str | None, force: bool) -> None:
     click.echo(f"lab {lab!r} removed." if found else f"no lab {lab!r}: nothing to remove.")
 
 
+def _flows_line(flows: dict[str, Any] | None) -> str:
+    """`seen N, lost 0` or the lost events by source, in red: a loss is never silent."""
+    if flows is None:
+        return "(observer not answering)"
+    lost = {source: int(n) for source, n in (flows.get("lost_events") or {}).items() if int(n)}
+    seen = f"seen {flows.get('seen_flows', 0)}"
+    if not lost:
+        return f"{seen}, lost 0"
+    return f"{seen}, [red]lost {', '.join(f'{n} ({s})' for s, n in sorted(lost.items()))}[/red]"
+
+
 @lab_group.command("status")
 @click.option("--name", default=None, help="Lab name (default: --lab).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -180,6 +192,7 @@ def status_cmd(ctx: click.Context, name: str | None, output: str) -> None:
         grid.add_row("agent socket", n["agentSocket"])
         grid.add_row("hubble", f"{n['hubbleSocket']}, {n['hubbleAddress']}")
         grid.add_row("metrics", n["metricsAddress"])
+        grid.add_row("flows", _flows_line(n["flows"]))
         grid.add_row("CNI conf dir", n["cniConfDir"])
         grid.add_row("CNI bin dir", n["cniBinDir"])
         grid.add_row("cgroup", n["cgroup"])

@@ -8,7 +8,7 @@ from typing import Any
 from pylium import paths
 from pylium.hubble.ui import read_ui_url
 from pylium.lab import daemons, process, record
-from pylium.lab.health import agent_health
+from pylium.lab.health import agent_health, flow_status
 from pylium.lab.record import LabRecord
 
 
@@ -35,6 +35,7 @@ def status(lab: LabRecord) -> dict[str, Any]:
                 "hubbleSocket": str(paths.hubble_socket(node.name)),
                 "hubbleAddress": node.hubble_address,
                 "metricsAddress": node.metrics_address,
+                "flows": flow_status(node.agentSocket) if agent_running else None,
             }
         )
     pids = lab.daemon_pids()
