@@ -13,6 +13,7 @@ Semantics per direction:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -71,26 +72,46 @@ class Decision:
         return self.verdict != "denied"
 
 
+PeerEntries = Mapping[PolicyKey, PolicyEntry]
+"""One peer identity's entries of an endpoint policy, in dump order. Never changed once made:
+endpoints whose rules are the same share them, and the datapath's writer skips a peer whose
+entries are the very object it wrote last."""
+
+
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """An endpoint's computed policy: what the datapath's policy map must hold."""
+    """An endpoint's computed policy: what the datapath's policy map must hold, per peer
+    identity (0 = any), so that a change of some peers' selections replaces their entries
+    alone (`recompute_peers`) and the datapath rewrites only those."""
 
     identity: int
     enforced: frozenset[Direction]
-    entries: Mapping[PolicyKey, PolicyEntry] = field(default_factory=dict)
+    by_peer: Mapping[int, PeerEntries] = field(default_factory=dict)
     audit: bool = False
     isolated_by: Mapping[Direction, tuple[str, ...]] = field(default_factory=dict)
     """Per direction, the rules that select the endpoint (named when default deny drops)."""
-    by_peer: Mapping[int, tuple[PolicyKey, ...]] = field(default_factory=dict, compare=False)
-    """The keys of `entries` per peer identity (`recompute_peers` replaces a peer's alone)."""
 
-    @staticmethod
-    def index(entries: Mapping[PolicyKey, PolicyEntry]) -> dict[int, tuple[PolicyKey, ...]]:
-        """`by_peer` of these entries."""
-        out: dict[int, list[PolicyKey]] = {}
-        for key in entries:
-            out.setdefault(key.identity, []).append(key)
-        return {peer: tuple(keys) for peer, keys in out.items()}
+    @classmethod
+    def from_entries(
+        cls,
+        identity: int,
+        enforced: frozenset[Direction],
+        entries: Mapping[PolicyKey, PolicyEntry],
+        audit: bool = False,
+    ) -> EndpointPolicy:
+        """A policy of these entries (grouped by peer)."""
+        return cls(identity, enforced, _group(entries), audit)
+
+    @functools.cached_property
+    def entries(self) -> dict[PolicyKey, PolicyEntry]:
+        """Every entry, in dump order (direction, identity, protocol, port, prefix)."""
+        flat = {k: e for peer in self.by_peer.values() for k, e in peer.items()}
+        return dict(sorted(flat.items(), key=lambda item: item[0].sort_key))
+
+    @property
+    def size(self) -> int:
+        """The number of entries (policy-map rows)."""
+        return sum(len(peer) for peer in self.by_peer.values())
 
     def decide(
         self, direction: Direction, peer: int, protocol: str, port: int, cidr: int = 0
@@ -114,16 +135,8 @@ class EndpointPolicy:
         return self._drop("default-deny", self.isolated_by.get(direction, ()), DROP_POLICY_DENIED)
 
     def map_rows(self, cookie: Callable[[frozenset[str]], int] | None = None) -> dict[bytes, bytes]:
-        """The endpoint's policy map as encoded key -> value: the desired state the datapath's
-        reconciler job updates and prunes the pinned map against.
-
-        Args:
-            cookie: numbers a set of rule labels for verdict events (0 for all if None).
-        """
-        return {
-            encode_key(k): encode_entry(k, e, cookie(e.rules) if cookie else 0)
-            for k, e in self.entries.items()
-        }
+        """The endpoint's policy map as encoded key -> value (see `encode_rows`)."""
+        return encode_rows(self.entries, cookie)
 
     def _drop(self, reason: str, rules: tuple[str, ...], code: int) -> Decision:
         return Decision("audit" if self.audit else "denied", reason, rules, code)
@@ -132,14 +145,29 @@ class EndpointPolicy:
         self, direction: Direction, identity: int, protocol: int, port: int
     ) -> PolicyEntry | None:
         best: tuple[int, PolicyEntry] | None = None
-        for key, entry in self.entries.items():
-            if key.direction != direction or key.identity != identity:
+        for key, entry in self.by_peer.get(identity, {}).items():
+            if key.direction != direction:
                 continue
             if key.protocol and (key.protocol != protocol or not key.port_matches(port)):
                 continue
             if best is None or key.prefix_len > best[0]:
                 best = (key.prefix_len, entry)
         return best[1] if best else None
+
+
+def encode_rows(
+    entries: Mapping[PolicyKey, PolicyEntry], cookie: Callable[[frozenset[str]], int] | None = None
+) -> dict[bytes, bytes]:
+    """Entries as policy-map rows, encoded key -> value: the desired state the datapath's
+    reconciler job updates and prunes the pinned map against.
+
+    Args:
+        cookie: numbers a set of rule labels for verdict events (0 for all if None).
+    """
+    return {
+        encode_key(k): encode_entry(k, e, cookie(e.rules) if cookie else 0)
+        for k, e in entries.items()
+    }
 
 
 def compute(
@@ -179,9 +207,8 @@ def compute(
                 continue
             wildcard = any(p.is_wildcard for p in rule.peers)
             _add_rule(entries, rule, frozenset([0]) if wildcard else select(rule.peers), ports)
-    kept = _drop_shadowed(entries)
     return EndpointPolicy(
-        identity, frozenset(enforced), kept, config.audit, isolated_by, EndpointPolicy.index(kept)
+        identity, frozenset(enforced), _group(_drop_shadowed(entries)), config.audit, isolated_by
     )
 
 
@@ -195,8 +222,8 @@ def recompute_peers(
 ) -> EndpointPolicy:
     """`policy` with the entries of the peer identities `peers` derived again: what `compute`
     returns when only the selections of those identities changed (an identity appeared or
-    went, its addresses changed), at the cost of those peers' entries alone. `rules` are the
-    rules whose subject selects the endpoint.
+    went, its addresses changed), at the cost of those peers' entries alone; `policy` itself
+    when they came out the same. `rules` are the rules whose subject selects the endpoint.
 
     Exact because an entry of identity X is only shadowed by denies of X or of identity 0,
     and identity-0 entries come from wildcard peers, which selections never change.
@@ -214,22 +241,30 @@ def recompute_peers(
             hit = select(rule.peers) & peers
             if hit:
                 _add_rule(fresh, rule, hit, ports)
-    wildcard = {k: policy.entries[k] for k in policy.by_peer.get(0, ())}
-    fresh = {k: e for k, e in _drop_shadowed({**wildcard, **fresh}).items() if k.identity}
-    old = {k: policy.entries[k] for p in peers for k in policy.by_peer.get(p, ())}
-    if fresh == old:
+    if fresh:
+        shadowed = _drop_shadowed({**policy.by_peer.get(0, {}), **fresh})
+        fresh = {k: e for k, e in shadowed.items() if k.identity}
+    grouped = _group(fresh)
+    moved = [p for p in peers if grouped.get(p) != policy.by_peer.get(p)]
+    if not moved:
         return policy
-    entries = dict(policy.entries)
-    for key in old:
-        del entries[key]
-    entries.update(fresh)
     by_peer = dict(policy.by_peer)
-    for peer in peers:
-        by_peer.pop(peer, None)
-    by_peer.update(EndpointPolicy.index(fresh))
+    for peer in moved:
+        if peer in grouped:
+            by_peer[peer] = grouped[peer]
+        else:
+            del by_peer[peer]
     return EndpointPolicy(
-        policy.identity, policy.enforced, entries, policy.audit, policy.isolated_by, by_peer
+        policy.identity, policy.enforced, by_peer, policy.audit, policy.isolated_by
     )
+
+
+def _group(entries: Mapping[PolicyKey, PolicyEntry]) -> dict[int, dict[PolicyKey, PolicyEntry]]:
+    """Entries by peer identity, keeping their order."""
+    out: dict[int, dict[PolicyKey, PolicyEntry]] = {}
+    for key, entry in entries.items():
+        out.setdefault(key.identity, {})[key] = entry
+    return out
 
 
 def _add_rule(

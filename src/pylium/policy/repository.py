@@ -17,6 +17,7 @@ the store's CiliumIdentity objects (the CLI) or empty (the pure model).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -96,9 +97,13 @@ class Endpoint:
     labels: Labels
     ips: frozenset[Address]
     ports: NamedPorts
+    node: str = ""
+    """The node the pod is scheduled on (`spec.nodeName`)."""
 
 
 Listener = Callable[[dict[str, EndpointPolicy]], None]
+Group = tuple[tuple[int, ...], frozenset[tuple[str, frozenset[tuple[str, int]]]]]
+"""Endpoints with the same selecting rules (by object) and named ports: the same entries."""
 
 
 class Repository:
@@ -108,6 +113,9 @@ class Repository:
         config: enforcement mode and audit flag.
         numbers: identity numbering (a fresh local one by default).
         label_filter: which pod labels are identity-relevant.
+        node: compute the policies of this node's pods only (an agent's: the others are peers,
+            known to the selector cache), and of any other endpoint `policy()` is asked for;
+            None computes every endpoint's.
     """
 
     def __init__(
@@ -115,8 +123,12 @@ class Repository:
         config: PolicyConfig | None = None,
         numbers: Numbering | None = None,
         label_filter: LabelFilter | None = None,
+        node: str | None = None,
     ) -> None:
         self.config = config or PolicyConfig()
+        self._node = node
+        self._asked: set[str] = set()
+        """Endpoints of other nodes whose policy was asked for (kept computed from then on)."""
         self.selectors = SelectorCache()
         self._numbers: Numbering = numbers or IdentityNumbers()
         self._filter = label_filter or LabelFilter()
@@ -135,6 +147,8 @@ class Repository:
         self._moved_selectors: set[Selector] = set()
         """Identities and selectors whose selections changed since the last recompute."""
         self._batching = False
+        self._pending: set[str] | None = set()
+        """Endpoints to compute at the end of a batch (None: all)."""
         self.revision = 0
         for number in RESERVED_NAMES:
             if number != IDENTITY_UNKNOWN:
@@ -163,12 +177,13 @@ class Repository:
         meta = pod["metadata"]
         key = f"{meta.get('namespace') or 'default'}/{meta['name']}"
         self._pods[key] = pod
-        self._refresh_pods(key.partition("/")[0])
+        self._refresh_pods(key.partition("/")[0], only=key)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Remove a Pod."""
-        self._pods.pop(f"{namespace}/{name}", None)
-        self._refresh_pods(namespace)
+        key = f"{namespace}/{name}"
+        self._pods.pop(key, None)
+        self._refresh_pods(namespace, only=key)
 
     def set_policy(self, policy: Object) -> None:
         """Add or replace a (validated) policy object."""
@@ -186,21 +201,26 @@ class Repository:
         self._recompute(self._subjects_of(self._drop_rules(PolicyRef(kind, namespace, name))))
 
     def refresh(self) -> None:
-        """Re-derive every endpoint, e.g. once the numbering knows identities it did not."""
-        for namespace in {k.partition("/")[0] for k in self._pods} | set(self._namespaces):
-            self._refresh_pods(namespace)
-        self._recompute(None)
+        """Re-derive the endpoints whose label set the numbering now numbers differently
+        (it learned identities it did not know)."""
+        stale = [
+            k for k, ep in self._endpoints.items() if self._numbers.number(ep.labels) != ep.identity
+        ]
+        with self.batch():
+            for key in stale:
+                self._refresh_pods(key.partition("/")[0], only=key)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Apply many changes and compute every endpoint once at the end (a first load),
-        not after each change."""
+        """Apply many changes and compute the endpoints they touch once at the end (a first
+        load computes every endpoint once), not after each change."""
         self._batching = True
         try:
             yield
         finally:
             self._batching = False
-            self._recompute(None)
+            pending, self._pending = self._pending, set()
+            self._recompute(pending)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with {endpoint key: new policy} whenever endpoint policies change
@@ -214,8 +234,23 @@ class Repository:
         return dict(self._endpoints)
 
     def policy(self, key: str) -> EndpointPolicy:
-        """The computed policy of an endpoint (KeyError if unknown)."""
-        return self._computed[key]
+        """The computed policy of an endpoint (KeyError if unknown). An endpoint of another
+        node is computed now and kept up to date from then on."""
+        found = self._computed.get(key)
+        if found is None:
+            ep = self._endpoints[key]
+            self._asked.add(key)
+            rules = self._selecting_rules(ep)
+            found = self._computed[key] = compute(
+                ep.identity,
+                ep.labels,
+                rules,
+                self._select,
+                ep.ports,
+                self._cluster_ports,
+                self.config,
+            )
+        return found
 
     def rules(self) -> dict[PolicyRef, list[Rule]]:
         """The rules of every policy."""
@@ -270,11 +305,19 @@ class Repository:
                 moved.add(labels)
         return {k for k, ep in self._endpoints.items() if ep.labels in moved}
 
-    def _selecting_rules(self, labels: Labels) -> list[Rule]:
-        found = self._selecting.get(labels)
+    def _selecting_rules(self, ep: Endpoint) -> list[Rule]:
+        found = self._selecting.get(ep.labels)
         if found is None:
-            every = (r for rules in self._policies.values() for r in rules)
-            found = self._selecting[labels] = [r for r in every if r.subject.matches(labels)]
+            # a namespaced policy selects pods of its namespace only (its labels hold it)
+            namespace = ep.key.partition("/")[0]
+            candidates = (
+                r
+                for ref, rules in self._policies.items()
+                if ref.namespace in ("", namespace)
+                for r in rules
+            )
+            found = [r for r in candidates if r.subject.matches(ep.labels)]
+            self._selecting[ep.labels] = found
         return found
 
     def _selections_changed(self, changes: list[SelectionChange]) -> None:
@@ -301,22 +344,26 @@ class Repository:
                 for labels in cidr_class_labels(prefix):
                     self.selectors.remove_identity(self._numbers.number(labels))
 
-    def _refresh_pods(self, namespace: str, dirty: set[str] | None = None) -> None:
-        """Re-derive the endpoints of one namespace and push identity changes; recompute the
-        endpoints that changed, those in `dirty`, and those whose peers' selections moved."""
+    def _refresh_pods(
+        self, namespace: str, dirty: set[str] | None = None, only: str | None = None
+    ) -> None:
+        """Re-derive the endpoints of one namespace (or the one pod `only` of it) and push
+        identity changes; recompute the endpoints that changed, those in `dirty`, and those
+        whose peers' selections moved."""
         dirty = set(dirty or ())
-        old = {
-            k: self._endpoints.pop(k)
-            for k in list(self._endpoints)
-            if k.startswith(namespace + "/")
-        }
+
+        def chosen(key: str) -> bool:
+            return key == only if only else key.startswith(namespace + "/")
+
+        old = {k: self._endpoints.pop(k) for k in list(self._endpoints) if chosen(k)}
         ns_obj = self._namespaces.get(namespace)
-        for key, pod in self._pods.items():
-            if key.startswith(namespace + "/"):
+        for key in [only] if only else list(self._pods):
+            pod = self._pods.get(key)
+            if pod is not None and chosen(key):
                 self._endpoints[key] = self._endpoint(key, pod, ns_obj)
                 if old.get(key) != self._endpoints[key]:
                     dirty.add(key)
-        # only identities of this namespace's endpoints (before or now) can have changed
+        # only identities of these endpoints (before or now) can have changed
         touched = {ep.identity for ep in old.values()} | {
             self._endpoints[k].identity for k in dirty if k in self._endpoints
         }
@@ -349,15 +396,21 @@ class Repository:
             labels,
             frozenset(ipaddress.ip_address(t) for t in texts),
             {name: frozenset(v) for name, v in ports.items()},
+            (pod.get("spec") or {}).get("nodeName") or "",
         )
 
     def _recompute(self, dirty: set[str] | None) -> None:
         """Compute anew the policies of the endpoints in `dirty` (None: all), and re-derive
         the entries of peers whose selections moved in the endpoints whose rules use the
-        moved selectors; the rest keep their policies."""
+        moved selectors; the rest keep their policies. Endpoints with the same selecting rules
+        and named ports get the same entries: each such group is computed once."""
         self.revision += 1
-        if self._batching:
-            return  # batch() computes everything at its end
+        if self._batching:  # batch() computes at its end
+            if dirty is None or self._pending is None:
+                self._pending = None
+            else:
+                self._pending |= dirty
+            return
         cluster_ports: dict[str, frozenset[tuple[str, int]]] = {}
         for ep in self._endpoints.values():
             for name, pairs in ep.ports.items():
@@ -367,33 +420,64 @@ class Repository:
         peers, moved = frozenset(self._moved_peers), frozenset(self._moved_selectors)
         self._moved_peers.clear()
         self._moved_selectors.clear()
-        changed: dict[str, EndpointPolicy] = {}
+        self._asked.intersection_update(self._endpoints)
         select = functools.cache(self._select)  # rules are shared by many endpoints
+        settled: dict[Group, EndpointPolicy] = {}
+        """A policy up to date for each group seen (an endpoint's own identity never enters
+        its entries, so every member of a group has the same)."""
+        updated: dict[tuple[Group, int], EndpointPolicy] = {}
+        """Peer updates by group and old entries (group members share their entries)."""
+        fresh: list[tuple[str, Endpoint, list[Rule], Group]] = []
+        changed: dict[str, EndpointPolicy] = {}
         for key, ep in self._endpoints.items():
+            if not self._computes(key, ep):
+                continue
             old = self._computed.get(key)
-            rules = self._selecting_rules(ep.labels)
+            rules = self._selecting_rules(ep)
+            group: Group = (tuple(map(id, rules)), frozenset(ep.ports.items()))
             if old is None or dirty is None or key in dirty:
-                policy = compute(
+                fresh.append((key, ep, rules, group))
+                continue
+            policy = old
+            if moved and any(not moved.isdisjoint(r.peers) for r in rules):
+                found = updated.get((group, id(old.by_peer)))
+                if found is None:
+                    found = recompute_peers(old, peers, rules, select, ep.ports, cluster_ports)
+                    updated[(group, id(old.by_peer))] = found
+                if found.by_peer is not old.by_peer:  # (the same object when nothing moved)
+                    policy = _as(found, ep.identity)
+            settled.setdefault(group, policy)
+            if policy is not old:
+                changed[key] = policy
+        for key, ep, rules, group in fresh:
+            found = settled.get(group)
+            if found is None:
+                found = settled[group] = compute(
                     ep.identity, ep.labels, rules, select, ep.ports, cluster_ports, self.config
                 )
-                if old == policy:
-                    continue
-            elif moved and any(not moved.isdisjoint(r.peers) for r in rules):
-                policy = recompute_peers(old, peers, rules, select, ep.ports, cluster_ports)
-                if policy is old:  # returned as is when its peers' entries are the same
-                    continue
-            else:
-                continue
-            changed[key] = policy
-        for key in [k for k in self._computed if k not in self._endpoints]:
+            policy = _as(found, ep.identity)
+            if self._computed.get(key) != policy:
+                changed[key] = policy
+        for key in [k for k in self._computed if not self._computes(k, self._endpoints.get(k))]:
             del self._computed[key]
         self._computed.update(changed)
         if changed:
             for listener in self._listeners:
                 listener(changed)
 
+    def _computes(self, key: str, ep: Endpoint | None) -> bool:
+        """Whether the repository keeps this endpoint's policy computed."""
+        if ep is None:
+            return False
+        return self._node is None or ep.node == self._node or key in self._asked
+
     def _select(self, selectors: tuple[Selector, ...]) -> frozenset[int]:
         return self.selectors.selections(selectors)
+
+
+def _as(policy: EndpointPolicy, identity: int) -> EndpointPolicy:
+    """A group's policy for one member."""
+    return policy if policy.identity == identity else dataclasses.replace(policy, identity=identity)
 
 
 def load(repo: Repository, objects: Iterable[Object]) -> None:

@@ -7,8 +7,10 @@ import random
 
 import pytest
 
+from pylium.api import validate
 from pylium.bench import policy as bench
-from pylium.policy import Repository
+from pylium.identity.labels import Labels
+from pylium.policy import IdentityNumbers, Repository
 from pylium.policy.compute import compute
 
 
@@ -76,4 +78,84 @@ def test_policy_bench_runs_and_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.add_identity.runs == report.add_rule.runs == 3
     assert report.entries_p50 <= report.entries_max and report.entries_max > 0
     text = bench.render_text(report)
-    assert "incremental: one identity added" in text and "map entries" in text
+    assert "one identity added (agent, 2 local endpoints)" in text and "map entries" in text
+    assert report.local_endpoints == 2 and report.add_identity_all.runs == 3
+
+
+TO_CLUSTER = validate(
+    {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "to-cluster"},
+        "spec": {"endpointSelector": {}, "egress": [{"toEntities": ["cluster"]}]},
+    }
+)
+
+
+def _on_node(i: int) -> dict[str, object]:
+    pod = bench.pod(i)
+    pod["spec"]["nodeName"] = f"n{i % 3}"
+    return pod
+
+
+def test_an_agent_computes_its_node_s_endpoints_and_those_asked_for() -> None:
+    """With `node`, only that node's pods get policies (the others are peers); one asked for
+    is computed then and kept current; every policy equals a computation from scratch."""
+    rng = random.Random(2)
+    repo = Repository(node="n0")
+    heard: set[str] = set()
+    repo.subscribe(heard.update)
+    for ns in bench.namespaces():
+        repo.set_namespace(ns)
+    for i in range(60):
+        repo.set_pod(_on_node(i))
+    for i in range(30):
+        repo.set_policy(bench.policy(i, rng))
+    local = {k for k, ep in repo.endpoints().items() if ep.node == "n0"}
+    assert heard == local and len(local) == 20
+    other = "ns-1/pod-1"  # on n1
+    asked = repo.policy(other)
+    heard.clear()
+    repo.set_policy(TO_CLUSTER)  # selects every pod
+    assert heard == local | {other} and repo.policy(other) != asked
+    heard.clear()
+    repo.set_pod(_on_node(61))  # on n1: a new peer of every pod
+    assert heard == local | {other}
+    _check_matches_full(repo)
+
+
+class _Renumbered:
+    """A numbering that learns new numbers for label sets (an allocator catching up)."""
+
+    def __init__(self) -> None:
+        self.numbers = IdentityNumbers()
+        self.moved: dict[object, int] = {}
+
+    def number(self, labels: Labels) -> int:
+        return self.moved.get(labels) or self.numbers.number(labels)
+
+
+def test_refresh_rederives_only_renumbered_endpoints_and_their_peers() -> None:
+    """`refresh` after the numbering changed one label set's number: that endpoint gets the
+    new identity, every policy naming it as a peer follows, the rest are left alone."""
+    rng = random.Random(3)
+    numbering = _Renumbered()
+    repo = Repository(numbers=numbering)
+    for ns in bench.namespaces():
+        repo.set_namespace(ns)
+    for i in range(60):
+        repo.set_pod(bench.pod(i))
+    for i in range(40):
+        repo.set_policy(bench.policy(i, rng))
+    target = repo.endpoints()["ns-5/pod-5"]
+    numbering.moved[target.labels] = 90_000
+    heard: dict[str, object] = {}
+    repo.subscribe(heard.update)
+
+    repo.refresh()
+
+    assert repo.endpoints()["ns-5/pod-5"].identity == 90_000
+    naming = {k for k in heard if 90_000 in repo.policy(k).by_peer}
+    assert naming and all(target.identity not in repo.policy(k).by_peer for k in repo.endpoints())
+    assert set(heard) == naming | {"ns-5/pod-5"}  # its own policy carries its identity
+    _check_matches_full(repo)

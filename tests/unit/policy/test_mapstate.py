@@ -75,7 +75,7 @@ def test_lookup_takes_longest_prefix_and_deny_wins_across_identities() -> None:
     """Per identity the longest prefix decides; a deny from the identity-0 lookup wins."""
     allow = PolicyEntry(False, frozenset(["allow-web"]))
     deny = PolicyEntry(True, frozenset(["deny-81"]))
-    policy = EndpointPolicy(
+    policy = EndpointPolicy.from_entries(
         7,
         frozenset([IN]),
         {
