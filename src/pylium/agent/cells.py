@@ -345,7 +345,7 @@ class Agent:
         if isinstance(self._datapath, BpfDatapath):
             # Network policy: the pinned maps keep enforcing until the repository is synced.
             self._policy = PolicyEnforcement(
-                EnforcementParams(p.bpf_dir, p.policy),
+                EnforcementParams(p.bpf_dir, p.policy, node=p.node),
                 self.store,
                 self._allocator,
                 lambda: {

@@ -2,7 +2,7 @@
 component that keeps them equal to the policy repository.
 
 `pylium_policy` is one LPM trie for all endpoints of the node: each row is a policy-map row of
-`EndpointPolicy.map_rows` (Cilium's `struct policy_key` / `struct policy_entry`, see
+`pylium.policy.compute.encode_rows` (Cilium's `struct policy_key` / `struct policy_entry`, see
 `pylium.policy.mapstate`) with the endpoint id inserted after the prefix length, which grows
 by 32 bits. `pylium_policy_ep` holds per endpoint the enforced directions and the audit flag.
 
@@ -14,8 +14,10 @@ it (deny precedence still holds in the datapath's lookup).
 `PolicyMaps.sync` makes one endpoint's rows and flags equal to its computed policy without a
 moment of less enforcement than either the old or the new policy: new and changed rows first,
 then the flags, then stale rows. Bookkeeping follows each kernel call, so a failed call leaves
-the cache equal to the kernel. The maps are pinned: after an agent restart the programs keep
-enforcing the old rows until `sync` replaces them (nothing is flushed first).
+the cache equal to the kernel. Rows are kept per peer identity, and a sync looks only at peers
+whose entries are not the very object it wrote last (`PeerEntries`): a peer update costs that
+peer's rows, not the policy's thousands. The maps are pinned: after an agent restart the programs
+keep enforcing the old rows until `sync` replaces them (nothing is flushed first).
 
 `PolicyEnforcement` runs the policy repository in the agent: a `PolicyWatcher` feeds it from
 the store, identities come from the agent's `IdentityAllocator` (the numbers the ipcache puts
@@ -59,9 +61,8 @@ from pylium.policy import (
     PolicyEntry,
     PolicyKey,
     Repository,
-    encode_entry,
-    encode_key,
 )
+from pylium.policy.compute import PeerEntries, encode_rows
 from pylium.policy.rules import Direction, PolicyRef
 from pylium.policy.selector import Network, cidr_class_labels
 from pylium.policy.watcher import PolicyWatcher
@@ -165,13 +166,16 @@ class PolicyMaps:
         self._rules = Map(rules, PolicyMapKey, PolicyMapEntry)
         self._eps = Map(endpoints, EndpointId, EndpointFlags)
         self.cookie = cookie or Cookies()
-        # What the kernel holds, per endpoint: row key -> entry without counters; flags.
-        self._rows: dict[int, dict[bytes, bytes]] = {}
+        # What the kernel holds, per endpoint and peer identity: row key -> entry without
+        # counters; flags. And per endpoint and peer, the entries last written in full: a peer
+        # whose entries are the very same object again needs no work (see `PeerEntries`).
+        self._rows: dict[int, dict[int, dict[bytes, bytes]]] = {}
         self._flags: dict[int, int] = {}
+        self._written: dict[int, dict[int, PeerEntries]] = {}
         for k, v in self._rules.items():
             raw = bytes(k.raw)
-            (ep,) = struct.unpack_from("<I", raw, 4)
-            self._rows.setdefault(ep, {})[raw] = bytes(v.raw)[:-_COUNTERS]
+            ep, peer = struct.unpack_from("<II", raw, 4)
+            self._rows.setdefault(ep, {}).setdefault(peer, {})[raw] = bytes(v.raw)[:-_COUNTERS]
         for ek, ev in self._eps.items():
             self._flags[ek.id] = ev.flags
 
@@ -181,32 +185,49 @@ class PolicyMaps:
 
     def rows(self, endpoint: int) -> dict[bytes, bytes]:
         """The endpoint's row keys and entries (without counters), as last written."""
-        return dict(self._rows.get(endpoint, {}))
+        return {k: v for peer in self._rows.get(endpoint, {}).values() for k, v in peer.items()}
 
     def sync(self, endpoint: int, policy: EndpointPolicy) -> int:
-        """Make the endpoint's rows and flags those of `policy`; returns kernel writes."""
-        rows = policy.map_rows(cookie=self.cookie)
+        """Make the endpoint's rows and flags those of `policy`; returns kernel writes. Only
+        the rows of peers whose entries changed since the last sync are looked at."""
+        desired = dict(policy.by_peer)
+        host = desired.get(IDENTITY_HOST, {})
         if (
             self._allow_localhost
             and Direction.INGRESS in policy.enforced
-            and _LOCALHOST_KEY not in policy.entries
+            and _LOCALHOST_KEY not in host
         ):
-            rows[encode_key(_LOCALHOST_KEY)] = encode_entry(
-                _LOCALHOST_KEY, _LOCALHOST_ENTRY, self.cookie(_LOCALHOST_ENTRY.rules)
-            )
-        desired = {endpoint_key(endpoint, k): v for k, v in rows.items()}
+            desired[IDENTITY_HOST] = {**host, _LOCALHOST_KEY: _LOCALHOST_ENTRY}
         have = self._rows.setdefault(endpoint, {})
+        written = self._written.setdefault(endpoint, {})
+        moved = {
+            peer: {
+                endpoint_key(endpoint, k): v
+                for k, v in encode_rows(desired.get(peer, {}), self.cookie).items()
+            }
+            for peer in desired.keys() | have.keys()
+            if peer not in written or desired.get(peer) is not written[peer]
+        }
         writes = 0
-        for key, value in desired.items():
-            if have.get(key) != value[:-_COUNTERS]:
-                self._rules.update(_key(key), PolicyMapEntry.from_buffer_copy(value))
-                have[key] = value[:-_COUNTERS]
-                writes += 1
+        for peer, rows in moved.items():
+            held = have.setdefault(peer, {})
+            for key, value in rows.items():
+                if held.get(key) != value[:-_COUNTERS]:
+                    self._rules.update(_key(key), PolicyMapEntry.from_buffer_copy(value))
+                    held[key] = value[:-_COUNTERS]
+                    writes += 1
         writes += self._set_flags(endpoint, endpoint_flags(policy))
-        for key in [k for k in have if k not in desired]:
-            self._rules.delete(_key(key), missing_ok=True)
-            del have[key]
-            writes += 1
+        for peer, rows in moved.items():
+            held = have[peer]
+            for key in [k for k in held if k not in rows]:
+                self._rules.delete(_key(key), missing_ok=True)
+                del held[key]
+                writes += 1
+            if peer in desired:
+                written[peer] = desired[peer]
+            else:
+                written.pop(peer, None)
+                del have[peer]
         return writes
 
     def remove(self, endpoint: int) -> None:
@@ -214,10 +235,11 @@ class PolicyMaps:
         if endpoint in self._flags:
             self._eps.delete(EndpointId(endpoint), missing_ok=True)
             del self._flags[endpoint]
-        have = self._rows.get(endpoint, {})
-        for key in list(have):
-            self._rules.delete(_key(key), missing_ok=True)
-            del have[key]
+        self._written.pop(endpoint, None)
+        for held in self._rows.get(endpoint, {}).values():
+            for key in list(held):
+                self._rules.delete(_key(key), missing_ok=True)
+                del held[key]
         self._rows.pop(endpoint, None)
 
     def prune(self, keep: Iterable[int]) -> None:
@@ -308,6 +330,9 @@ class EnforcementParams:
     config: PolicyConfig = field(default_factory=PolicyConfig)
     interval: float = 0.2
     """Seconds between reconciler runs (new endpoints, retries); changes run at once."""
+    node: str | None = None
+    """This node's name: the repository computes the policies of its pods only (the others
+    are peers); None computes every pod's."""
 
 
 class PolicyEnforcement:
@@ -329,7 +354,7 @@ class PolicyEnforcement:
     ) -> None:
         self.params = params
         self._numbering = AllocatorNumbering(allocator)
-        self.repo = Repository(params.config, self._numbering)
+        self.repo = Repository(params.config, self._numbering, node=params.node)
         self.cookies = Cookies()
         self._watcher = PolicyWatcher(store, self.repo)
         self._local = local_endpoints

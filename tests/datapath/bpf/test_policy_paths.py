@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pylium.datapath import policy as policy_module
 from pylium.datapath.conntrack import Ct4Tuple, CtStatus, TupleFlags
 from pylium.datapath.events import Direction, DropReason, EventType, PolicyVerdict
 from pylium.datapath.ipcache import IPCacheKey, IPCacheValue, ipcache_map
@@ -90,7 +91,7 @@ def policy(
     entries: dict[PolicyKey, PolicyEntry] | None = None,
     audit: bool = False,
 ) -> EndpointPolicy:
-    return EndpointPolicy(A_ID, frozenset(enforced), entries or {}, audit)
+    return EndpointPolicy.from_entries(A_ID, frozenset(enforced), entries or {}, audit)
 
 
 def from_a(l3: bytes) -> bytes:
@@ -236,6 +237,30 @@ def test_that_sync_prunes_stale_rows_and_a_restarted_writer_rewrites_nothing(obj
     assert again.sync(101, policy({INGRESS}, narrow)) == 0
     again.prune([101])
     assert again.endpoints() == {101}
+
+
+def test_that_sync_rewrites_only_the_peers_whose_entries_changed(objs, maps, monkeypatch):
+    """A peer update (`recompute_peers`) shares the other peers' entries: the writer encodes
+    and writes the moved peer's rows alone, and the datapath follows."""
+    web = {PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, 80, 16): ALLOW}
+    others = {PolicyKey(INGRESS, 5000 + i, pk.PROTO_TCP, 80, 16): ALLOW for i in range(50)}
+    first = policy({INGRESS}, {**web, **others})
+    maps.sync(101, first)
+    moved = {**first.by_peer, B_ID: {PolicyKey(INGRESS, B_ID, pk.PROTO_TCP, 81, 16): ALLOW}}
+    encoded: list[int] = []
+    real = policy_module.encode_rows
+    monkeypatch.setattr(
+        policy_module, "encode_rows", lambda e, c: encoded.append(len(e)) or real(e, c)
+    )
+
+    writes = maps.sync(101, EndpointPolicy(A_ID, frozenset({INGRESS}), moved))
+
+    assert writes == 2  # port 81 in, port 80 out
+    assert sorted(encoded) == [1, 1]  # B's rows and the host's allow-localhost row
+    syn = {p: to_a(pk.tcp(B_IP, A_IP, 1, p, pk.TCP_SYN)) for p in (80, 81)}
+    assert prog_run(objs.to_container, syn[81]).retval == TC_ACT_OK
+    assert prog_run(objs.to_container, syn[80]).retval == TC_ACT_SHOT
+    assert len(maps.rows(101)) == 52
 
 
 def _reopen(raw: RawMap) -> RawMap:
