@@ -222,7 +222,7 @@ def recompute_peers(
 ) -> EndpointPolicy:
     """`policy` with the entries of the peer identities `peers` derived again: what `compute`
     returns when only the selections of those identities changed (an identity appeared or
-    went, its addresses changed), at the cost of those peers' entries alone; `policy` itself
+    went), at the cost of those peers' entries alone; `policy` itself
     when they came out the same. `rules` are the rules whose subject selects the endpoint.
 
     Exact because an entry of identity X is only shadowed by denies of X or of identity 0,

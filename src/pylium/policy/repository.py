@@ -367,14 +367,11 @@ class Repository:
         touched = {ep.identity for ep in old.values()} | {
             self._endpoints[k].identity for k in dirty if k in self._endpoints
         }
-        by_identity: dict[int, tuple[Labels, set[Address]]] = {}
-        for ep in self._endpoints.values():
-            if ep.identity in touched:
-                by_identity.setdefault(ep.identity, (ep.labels, set()))[1].update(ep.ips)
-        for number in touched - by_identity.keys():
+        live = {ep.identity: ep.labels for ep in self._endpoints.values() if ep.identity in touched}
+        for number in touched - live.keys():
             self.selectors.remove_identity(number)
-        for number, (labels, ips) in by_identity.items():
-            self.selectors.upsert_identity(number, labels, ips)
+        for number, labels in live.items():
+            self.selectors.upsert_identity(number, labels)
         self._recompute(dirty)
 
     def _endpoint(self, key: str, pod: Object, namespace: Object | None) -> Endpoint:

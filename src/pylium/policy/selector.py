@@ -80,8 +80,8 @@ class LabelSelector:
 
     requirements: frozenset[Requirement] = frozenset()
 
-    def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
-        """Whether an identity with these labels is selected (`ips` are not looked at)."""
+    def matches(self, labels: Labels) -> bool:
+        """Whether an identity with these labels is selected."""
         return all(r.matches(labels) for r in self.requirements)
 
     @property
@@ -95,32 +95,31 @@ class LabelSelector:
 
 @dataclass(frozen=True)
 class CIDRSelector:
-    """Identities of addresses inside `prefix`: CIDR identities (`cidr:` labels) of a prefix
-    within it and, with `pods`, endpoint identities whose every known address lies within it
-    (an identity shared by pods on both sides of the boundary is left out, so an `except` is
-    never opened)."""
+    """Identities of addresses inside `prefix`: the CIDR classes (`cidr:` labels) of rule
+    prefixes within it. Addresses are not identities here: the datapath finds a peer's CIDR
+    class from its address (bpf/lib/policy.h), so a pod matches by address through its class,
+    never through its identity (which other pods, outside the prefix, may share)."""
 
     prefix: Network
     world: bool = False
     """The prefix covers the whole address space: it also selects `reserved:world`."""
     pods: bool = False
-    """Also select pods by address: Kubernetes ipBlock does; Cilium's own CIDR rules are for
-    peers that are not endpoints, so theirs do not."""
+    """Also select in-cluster classes (pods, the host, remote nodes by address): Kubernetes
+    ipBlock does; Cilium's own CIDR rules are for peers that are not endpoints, so theirs do
+    not."""
 
-    def matches(self, labels: Labels, ips: frozenset[Address] = frozenset()) -> bool:
-        """Whether the identity's CIDR label or all of its addresses are in the prefix (an
-        in-cluster CIDR class only for a selector with `pods`)."""
+    def matches(self, labels: Labels) -> bool:
+        """Whether the identity is a CIDR class of a prefix within this one (an in-cluster
+        class only for a selector with `pods`), or world for a selector of everything."""
         nets = [label.key for label in labels if label.source == SOURCE_CIDR]
         if nets:
             if IN_CLUSTER_KEY in nets and not self.pods:
                 return False
             net = ipaddress.ip_network(next(n for n in nets if n != IN_CLUSTER_KEY), strict=False)
             return net.version == self.prefix.version and net.subnet_of(self.prefix)  # type: ignore[arg-type]
-        if self.world and any(
+        return self.world and any(
             label.source == "reserved" and label.key.startswith("world") for label in labels
-        ):
-            return True
-        return self.pods and bool(ips) and all(ip in self.prefix for ip in ips)
+        )
 
     @property
     def is_wildcard(self) -> bool:
@@ -193,7 +192,7 @@ def cidr_selectors(
     cidr: str, excepts: list[str] | None = None, *, pods: bool = False
 ) -> list[CIDRSelector]:
     """The prefixes of `cidr` minus its `except` carve-outs, one selector each (`pods`: also
-    select pods by address)."""
+    select the in-cluster classes, which match pods by address)."""
     base = ipaddress.ip_network(cidr, strict=False)
     parts: list[Network] = [base]
     for text in excepts or []:

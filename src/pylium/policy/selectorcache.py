@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pylium.identity.labels import Labels
-from pylium.policy.selector import Address, Selector
+from pylium.policy.selector import Selector
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SelectorCache:
     """
 
     def __init__(self) -> None:
-        self._identities: dict[int, tuple[Labels, frozenset[Address]]] = {}
+        self._identities: dict[int, Labels] = {}
         self._selections: dict[Selector, set[int]] = {}
         self._users: dict[Selector, int] = {}
         self._listeners: list[Listener] = []
@@ -48,7 +48,7 @@ class SelectorCache:
         self._users[selector] = self._users.get(selector, 0) + 1
         if selector not in self._selections:
             self._selections[selector] = {
-                i for i, (labels, ips) in self._identities.items() if selector.matches(labels, ips)
+                i for i, labels in self._identities.items() if selector.matches(labels)
             }
         return frozenset(self._selections[selector])
 
@@ -74,17 +74,13 @@ class SelectorCache:
 
     def labels_of(self, identity: int) -> Labels | None:
         """The labels of a known identity."""
-        known = self._identities.get(identity)
-        return known[0] if known else None
+        return self._identities.get(identity)
 
-    def upsert_identity(
-        self, identity: int, labels: Labels, ips: Iterable[Address] = ()
-    ) -> list[SelectionChange]:
-        """An identity appeared or its addresses changed (labels of an id never change)."""
-        entry = (labels, frozenset(ips))
-        if self._identities.get(identity) == entry:
+    def upsert_identity(self, identity: int, labels: Labels) -> list[SelectionChange]:
+        """An identity appeared (the labels of an id never change)."""
+        if self._identities.get(identity) == labels:
             return []
-        self._identities[identity] = entry
+        self._identities[identity] = labels
         return self._update(identity)
 
     def remove_identity(self, identity: int) -> list[SelectionChange]:
@@ -97,7 +93,7 @@ class SelectorCache:
         known = self._identities.get(identity)
         changes: list[SelectionChange] = []
         for selector, selected in self._selections.items():
-            now = known is not None and selector.matches(*known)
+            now = known is not None and selector.matches(known)
             if now and identity not in selected:
                 selected.add(identity)
                 changes.append(SelectionChange(selector, frozenset([identity]), frozenset()))

@@ -39,14 +39,8 @@ def test_incremental_updates_equal_full_computation() -> None:
     """Pods added, relabelled and deleted, policies added and deleted (the bench's mix of
     selectors, ports, ranges, deny and entities), namespace labels changed: after each, every
     endpoint's policy equals a computation from scratch."""
-    rng = random.Random(1)
     repo = Repository()
-    for ns in bench.namespaces():
-        repo.set_namespace(ns)
-    for i in range(90):
-        repo.set_pod(bench.pod(i))
-    for i in range(40):
-        repo.set_policy(bench.policy(i, rng))
+    rng = _load_bench_mix(repo, pods=90, policies=40, seed=1)
     _check_matches_full(repo)
     for step in range(60):
         action = step % 5
@@ -92,34 +86,34 @@ TO_CLUSTER = validate(
 )
 
 
-def _on_node(i: int) -> dict[str, object]:
-    pod = bench.pod(i)
-    pod["spec"]["nodeName"] = f"n{i % 3}"
-    return pod
+def _load_bench_mix(repo: Repository, pods: int, policies: int, seed: int) -> random.Random:
+    """The bench's namespaces, its first pods (on 30 nodes) and policies; returns the rng."""
+    rng = random.Random(seed)
+    for ns in bench.namespaces():
+        repo.set_namespace(ns)
+    for i in range(pods):
+        repo.set_pod(bench.pod(i))
+    for i in range(policies):
+        repo.set_policy(bench.policy(i, rng))
+    return rng
 
 
 def test_an_agent_computes_its_node_s_endpoints_and_those_asked_for() -> None:
     """With `node`, only that node's pods get policies (the others are peers); one asked for
     is computed then and kept current; every policy equals a computation from scratch."""
-    rng = random.Random(2)
-    repo = Repository(node="n0")
+    repo = Repository(node="node-0")
     heard: set[str] = set()
     repo.subscribe(heard.update)
-    for ns in bench.namespaces():
-        repo.set_namespace(ns)
-    for i in range(60):
-        repo.set_pod(_on_node(i))
-    for i in range(30):
-        repo.set_policy(bench.policy(i, rng))
-    local = {k for k, ep in repo.endpoints().items() if ep.node == "n0"}
-    assert heard == local and len(local) == 20
-    other = "ns-1/pod-1"  # on n1
+    _load_bench_mix(repo, pods=150, policies=30, seed=2)
+    local = {k for k, ep in repo.endpoints().items() if ep.node == "node-0"}
+    assert heard == local and len(local) == 5
+    other = "ns-1/pod-1"  # on node-1
     asked = repo.policy(other)
     heard.clear()
     repo.set_policy(TO_CLUSTER)  # selects every pod
     assert heard == local | {other} and repo.policy(other) != asked
     heard.clear()
-    repo.set_pod(_on_node(61))  # on n1: a new peer of every pod
+    repo.set_pod(bench.pod(151))  # on node-1: a new peer of every pod
     assert heard == local | {other}
     _check_matches_full(repo)
 
@@ -138,15 +132,9 @@ class _Renumbered:
 def test_refresh_rederives_only_renumbered_endpoints_and_their_peers() -> None:
     """`refresh` after the numbering changed one label set's number: that endpoint gets the
     new identity, every policy naming it as a peer follows, the rest are left alone."""
-    rng = random.Random(3)
     numbering = _Renumbered()
     repo = Repository(numbers=numbering)
-    for ns in bench.namespaces():
-        repo.set_namespace(ns)
-    for i in range(60):
-        repo.set_pod(bench.pod(i))
-    for i in range(40):
-        repo.set_policy(bench.policy(i, rng))
+    _load_bench_mix(repo, pods=60, policies=40, seed=3)
     target = repo.endpoints()["ns-5/pod-5"]
     numbering.moved[target.labels] = 90_000
     heard: dict[str, object] = {}
