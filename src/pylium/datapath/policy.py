@@ -365,6 +365,8 @@ class PolicyEnforcement:
         self._keys: dict[int, str] = {}
         """Endpoint id -> `namespace/pod`, as of the last reconcile."""
         self._renumber = False
+        self._refs: tuple[int, dict[str, PolicyRef]] = (-1, {})
+        """Rule label -> its policy, as of a repository revision (for flow_policies)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         allocator.subscribe(self._identities_changed)
@@ -463,7 +465,7 @@ class PolicyEnforcement:
                 labels = self.repo.policy(key).isolated_by.get(direction, ())
         if not labels:
             return ()
-        refs = {rule.label: ref for ref, rules in self.repo.rules().items() for rule in rules}
+        refs = self._rule_refs()
         grouped: dict[PolicyRef, list[str]] = {}
         for label in labels:
             if label in refs:
@@ -472,6 +474,15 @@ class PolicyEnforcement:
             Policy(ref.name, ref.namespace, ref.kind, tuple(names))
             for ref, names in sorted(grouped.items(), key=lambda item: str(item[0]))
         )
+
+    def _rule_refs(self) -> dict[str, PolicyRef]:
+        """Rule label -> policy, rebuilt only when the repository changed (not per event)."""
+        revision, refs = self._refs
+        if revision != self.repo.revision:
+            rules = self.repo.rules().items()
+            refs = {rule.label: ref for ref, rs in rules for rule in rs}
+            self._refs = (self.repo.revision, refs)
+        return refs
 
     def _identities_changed(self) -> None:
         self._renumber = True
