@@ -19,7 +19,7 @@ from pylium.datapath.conntrack import Ct4Tuple, TupleFlags
 from pylium.datapath.maps import Map, RawMap
 from pylium.datapath.nat import MAP_SNAT, Nat4Entry
 from pylium.lab import netns, record
-from pylium.lab.connectivity.scenarios import SCENARIOS
+from pylium.lab.connectivity.runner import ALL_SCENARIOS
 from tests.lab.conftest import (
     answering,
     apply,
@@ -203,7 +203,7 @@ def test_connectivity_test_reports_every_scenario(lab3: str) -> None:
     report = json.loads(proc.stdout)
     results = {s["name"]: s["status"] for s in report["scenarios"]}
     # pod-to-world passes through BPF masquerade on each node's uplink (issue item 6).
-    assert results == {s.name: "passed" for s in SCENARIOS}
+    assert results == {s.name: "passed" for s in ALL_SCENARIOS}
     assert proc.returncode == 0
     hosts = next(s for s in report["scenarios"] if s["name"] == "pod-to-host")
     assert len(hosts["actions"]) == NODES

@@ -1,8 +1,10 @@
 """The service matrix: `pylium connectivity test` in a 3-node lab of each routing mode (tunnel,
 native) x service mode (eBPF kube-proxy replacement, kube-proxy iptables, kube-proxy nftables),
 one lab at a time. Every scenario runs and passes (a failure prints the table), except one
-failing for a missing feature its `requires` names. From the world, a kube-proxy node SNATs to
-its router IP, and `pylium probe --from-world --show-peer` shows it."""
+failing for a missing feature its `requires` names. The policy scenarios run in POLICY_CELLS
+only (they add ~4 s a run; with test_multinode's native eBPF lab they cover both routing modes
+with eBPF and both kube-proxy modes). From the world, a kube-proxy node SNATs to its router IP,
+and `pylium probe --from-world --show-peer` shows it."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from typing import Any
 import pytest
 
 from pylium.lab import record
+from pylium.lab.connectivity.policy import POLICY_SCENARIOS, WITHOUT_POLICY
 from tests.lab.conftest import leftovers, pylium, store_get, unique_lab
 
 CELLS = [
     (routing, mode) for routing in ("tunnel", "native") for mode in ("ebpf", "iptables", "nftables")
 ]
+POLICY_CELLS = {("tunnel", "ebpf"), ("tunnel", "iptables"), ("native", "nftables")}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -48,12 +52,14 @@ def test_every_service_scenario_passes(routing: str, mode: str) -> None:
         up += ["--kube-proxy-replacement", "false", "--kube-proxy-mode", mode]
     try:
         pylium(*up)
-        proc = pylium("--lab", name, "connectivity", "test", "-o", "json", check=False)
+        test = [] if (routing, mode) in POLICY_CELLS else ["--test", WITHOUT_POLICY]
+        proc = pylium("--lab", name, "connectivity", "test", *test, "-o", "json", check=False)
         report = json.loads(proc.stdout)
         shown = f"{routing} x {mode}:\n{table(report)}\n{proc.stderr}"
         print(shown)
         statuses = {s["name"]: s["status"] for s in report["scenarios"]}
         assert "skipped" not in statuses.values(), shown
+        assert ({s.name for s in POLICY_SCENARIOS} <= set(statuses)) == (not test), shown
         unexplained = [
             s["name"] for s in report["scenarios"] if s["status"] != "passed" and not s["requires"]
         ]

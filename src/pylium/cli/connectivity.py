@@ -17,13 +17,19 @@ def connectivity_group() -> None:
 
 
 @connectivity_group.command("test")
-@click.option("--test", "pattern", default=None, help="Run only scenarios whose name matches.")
+@click.option(
+    "--test",
+    "pattern",
+    default=None,
+    help="Run only scenarios whose name matches (a leading ! skips those that match).",
+)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.pass_context
 def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
     """Pod to pod (same node, other node), to services (ClusterIP, NodePort, session affinity,
     none without backends), from the world to NodePorts (also externalTrafficPolicy Local),
-    LoadBalancer and external IPs, pod to world, pod to host."""
+    LoadBalancer and external IPs, pod to world, pod to host; then, one at a time, policies
+    (client egress, echo ingress, a deny, entities, CIDR), each removed after."""
     from pylium.lab.connectivity.deploy import NAMESPACE, DeployError
     from pylium.lab.connectivity.runner import ScenarioResult, run, select
 
@@ -41,7 +47,7 @@ def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
             click.echo("     skipped: the lab lacks what it needs (a second node)")
         for a in result.actions:
             where = f"{a.target} {a.destination}:{a.port}/{a.protocol}"
-            outcome = a.reason if not a.ok else f"answered {a.answer}" if a.answer else "refused"
+            outcome = f"answered {a.answer}" if a.ok and a.answer else a.reason
             click.echo(f"   {'✅' if a.ok else '❌'} {a.source} → {where}: {outcome}")
         if result.requires:
             click.echo(f"     requires: {result.requires}")

@@ -1,15 +1,31 @@
 """The connectivity test's scenarios and verdicts, against a made-up deployment and prober:
-selection by regex, skips on one node, wrong answers fail, `requires` shown only on failure
-(and only in the labs it names), affinity needs one answer, a refusal is not a timeout."""
+selection by regex (`!` excludes), skips on one node, wrong answers fail, `requires` shown only
+on failure (and only in the labs it names), affinity needs one answer, a refusal is not a
+timeout."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pylium.lab.connectivity.deploy import AFFINITY, LOCAL, NO_BACKENDS, Deployment
+from pylium.lab.connectivity.policy import WITHOUT_POLICY
 from pylium.lab.connectivity.runner import ScenarioResult, run_scenarios, select
-from pylium.lab.connectivity.scenarios import Action
+from pylium.lab.connectivity.scenarios import SCENARIOS, Action
 from pylium.lab.record import LabRecord
+from pylium.store import Object
+
+
+class _NoPolicies:
+    """Policies for runs without a policy scenario: any use is a bug."""
+
+    def apply(self, objs: list[Object]) -> None:
+        raise AssertionError(f"applied {objs}")
+
+    def remove(self, objs: list[Object]) -> None:
+        raise AssertionError(f"removed {objs}")
+
+
+NO_POLICIES = _NoPolicies()
 
 
 def _pod(ip: str, node: int) -> dict[str, Any]:
@@ -50,7 +66,14 @@ def test_select_filters_by_regex() -> None:
         "service-without-backends",
         "pod-to-world",
         "pod-to-host",
+        "client-egress",
+        "echo-ingress",
+        "echo-ingress-deny",
+        "client-egress-to-entities-world",
+        "client-egress-to-entities-cluster",
+        "client-egress-to-cidr",
     ]
+    assert select(WITHOUT_POLICY) == SCENARIOS
     assert [s.name for s in select("other|host$")] == ["pod-to-pod-other-node", "pod-to-host"]
     assert select("^nothing$") == []
 
@@ -73,7 +96,7 @@ def test_verdicts_on_a_two_node_deployment() -> None:
     def on_result(r: ScenarioResult) -> None:
         seen.append(r.name)
 
-    results = run_scenarios(_deployment(2), select(None), probe, on_result)
+    results = run_scenarios(_deployment(2), list(SCENARIOS), probe, on_result, NO_POLICIES)
     assert seen == [r.name for r in results]
     by_name = {r.name: r for r in results}
     assert {n: r.status for n, r in by_name.items()} == {
@@ -106,7 +129,9 @@ def test_verdicts_on_a_two_node_deployment() -> None:
 
 
 def test_one_node_skips_the_other_node_scenario() -> None:
-    results = run_scenarios(_deployment(1), select("pod-to-pod"), _answers({}), lambda _r: None)
+    results = run_scenarios(
+        _deployment(1), select("pod-to-pod"), _answers({}), lambda _r: None, NO_POLICIES
+    )
     assert [(r.name, r.status) for r in results] == [
         ("pod-to-pod-same-node", "failed"),
         ("pod-to-pod-other-node", "skipped"),
@@ -134,7 +159,7 @@ def test_affinity_needs_one_backend_and_no_backends_needs_a_refusal() -> None:
         return {"ok": False, "answer": None, "reason": "timeout"}
 
     d = _service_deployment(kube_proxy_replacement=False)
-    results = run_scenarios(d, select("affinity|without"), probe, lambda _r: None)
+    results = run_scenarios(d, select("affinity|without"), probe, lambda _r: None, NO_POLICIES)
     affinity, none = results
     assert affinity.status == "failed"
     assert [a.ok for a in affinity.actions[:3]] == [True, True, False]
@@ -143,7 +168,7 @@ def test_affinity_needs_one_backend_and_no_backends_needs_a_refusal() -> None:
     )
     assert none.status == "failed"
     assert [(a.protocol, a.ok, a.reason) for a in none.actions] == [
-        ("tcp", True, None),
+        ("tcp", True, "refused"),
         ("udp", False, "timeout, expected refused"),
     ]
 
@@ -154,7 +179,9 @@ def test_world_scenarios_probe_every_node_and_the_lb_ip_from_the_world() -> None
 
     for ebpf in (True, False):
         d = _service_deployment(kube_proxy_replacement=ebpf)
-        world, lb = run_scenarios(d, select("world-to-(nodeport|load)"), nothing, print)
+        world, lb = run_scenarios(
+            d, select("world-to-(nodeport|load)"), nothing, print, NO_POLICIES
+        )
         assert {a.source for a in world.actions + lb.actions} == {"world"}
         # Every node x (TCP, UDP) NodePort of the one echo service; its LB IP on the echo ports.
         assert [(a.destination, a.port) for a in world.actions] == [
@@ -172,7 +199,9 @@ def test_world_scenarios_probe_every_node_and_the_lb_ip_from_the_world() -> None
 def test_pod_to_nodeport_probes_the_clients_node_and_one_other() -> None:
     d = _service_deployment(kube_proxy_replacement=True)
     d.host_ips["t1-node3"] = "192.168.64.4"
-    (result,) = run_scenarios(d, select("pod-to-nodeport"), _answers({}), lambda _r: None)
+    (result,) = run_scenarios(
+        d, select("pod-to-nodeport"), _answers({}), lambda _r: None, NO_POLICIES
+    )
     assert [(a.source, a.destination, a.port) for a in result.actions] == [
         ("client", "192.168.64.2", 30001), ("client", "192.168.64.2", 30000),
         ("client", "192.168.64.3", 30001), ("client", "192.168.64.3", 30000),
@@ -192,7 +221,7 @@ def test_local_nodeport_answers_on_its_node_with_the_world_address_and_drops_els
             return {"ok": True, "answer": "echo-other-node peer=192.168.64.1", "reason": None}
         return {"ok": False, "answer": None, "reason": "timeout"}
 
-    (result,) = run_scenarios(d, select("local-nodeport"), probe, lambda _r: None)
+    (result,) = run_scenarios(d, select("local-nodeport"), probe, lambda _r: None, NO_POLICIES)
     assert result.status == "passed"
     assert {(a.source, a.dest, a.port, a.show_peer) for a in seen} == {
         ("world", "192.168.64.2", 30005, True),
@@ -204,8 +233,8 @@ def test_local_nodeport_answers_on_its_node_with_the_world_address_and_drops_els
         answer = "echo-other-node peer=10.244.1.1" if a.dest == "192.168.64.3" else None
         return {"ok": bool(answer), "answer": answer, "reason": None if answer else "timeout"}
 
-    (result,) = run_scenarios(d, select("local-nodeport"), snat, lambda _r: None)
+    (result,) = run_scenarios(d, select("local-nodeport"), snat, lambda _r: None, NO_POLICIES)
     assert [a.reason for a in result.actions] == [
-        None,
+        "timeout",
         "answered 'echo-other-node peer=10.244.1.1', expected 'echo-other-node peer=192.168.64.1'",
     ]

@@ -14,7 +14,9 @@ client and echo deployments with affinities): `client` and `echo-same-node` on t
   node 2 when there is one): only its node answers, and keeps the client's address.
 
 They stay after the test, as Cilium's do, so a re-run finds them running. Each node also gets a
-listener in its own namespace on HOST_PORT for pod-to-host; those run only while the test does.
+listener in its own namespace on HOST_PORT for pod-to-host, and the world one on its underlay
+address (the nodes' gateway: an outside address besides the world server's, for the policy CIDR
+scenario); those run only while the test does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from typing import Any, Literal
 
 from pylium import paths
 from pylium.lab import cgroup, netns, process
-from pylium.lab.record import EXTERNAL_IPS, WORLD_IP, LabRecord, world_netns
+from pylium.lab.record import (
+    EXTERNAL_IPS,
+    WORLD_IP,
+    WORLD_UNDERLAY_IP,
+    LabRecord,
+    world_netns,
+)
 from pylium.loadbalancer.serviceipam import admit, forget
 from pylium.routing.desired import internal_ip
 from pylium.store import NotFound, Object, Store, open_store
@@ -142,6 +150,8 @@ class Deployment:
     host_ips: dict[str, str] = field(default_factory=dict)
     """node name -> InternalIP, each with a listener on HOST_PORT answering `<node>-host`."""
     world_ip: str = WORLD_IP
+    gateway_ip: str | None = None
+    """The world's underlay address, with a listener on HOST_PORT answering `<lab>-gateway`."""
     listener_pids: list[int] = field(default_factory=list)
     service_ips: dict[str, str] = field(default_factory=dict)
     """Service name -> ClusterIP (every service of the deployment)."""
@@ -166,7 +176,7 @@ class Deployment:
         return str(self.pods["client"]["metadata"]["annotations"]["pylium.io/netns"])
 
     def stop(self) -> None:
-        """Stop the node listeners (the pods stay)."""
+        """Stop the node and gateway listeners (the pods stay)."""
         for pid in self.listener_pids:
             process.stop(pid)
         self.listener_pids.clear()
@@ -249,25 +259,27 @@ def _wait_listening(pod: Object) -> None:
         time.sleep(0.05)
 
 
-def _start_listener(lab: LabRecord, node_name: str, ip: str) -> int:
-    node = lab.node(node_name)
+def _start_listener(lab: LabRecord, ns: str, name: str, ip: str) -> int:
+    """A server in namespace `ns` answering `name` on ip:HOST_PORT; returns its pid once it
+    accepts."""
     argv = [
-        sys.executable, "-m", "pylium.lab.podserver", "--name", f"{node_name}-host",
-        "--tcp", str(HOST_PORT),
+        sys.executable, "-m", "pylium.lab.podserver", "--name", name,
+        "--tcp", str(HOST_PORT), "--address", ip,
     ]  # fmt: skip
-    log = paths.lab_dir(lab.name) / f"connectivity-{node_name}.log"
-    pid = process.start(netns.nsenter_argv(node.netns, argv), log).pid
+    log = paths.lab_dir(lab.name) / f"connectivity-{name}.log"
+    pid = process.start(netns.nsenter_argv(ns, argv), log).pid
     deadline = time.monotonic() + LISTENER_TIMEOUT
-    while not netns.can_connect(node.netns, ip, HOST_PORT):
+    while not netns.can_connect(ns, ip, HOST_PORT):
         if not process.alive(pid) or time.monotonic() > deadline:
             process.stop(pid)
-            raise DeployError(f"{node_name}: the host listener did not start (see {log})")
+            raise DeployError(f"{name}: the listener did not start (see {log})")
         time.sleep(0.05)
     return pid
 
 
 def deploy(lab: LabRecord) -> Deployment:
-    """Deploy (or find) the test pods, start the node listeners; `stop()` the result after."""
+    """Deploy (or find) the test pods, start the node and gateway listeners; `stop()` the
+    result after."""
 
     async def setup() -> tuple[dict[str, Object], dict[str, str], dict[str, Object]]:
         store = open_store(lab.store)
@@ -310,8 +322,13 @@ def deploy(lab: LabRecord) -> Deployment:
             deployment.external_ips[name] = list(svc["spec"].get("externalIPs") or [])
     try:
         for node_name, ip in sorted(ips.items()):
-            deployment.listener_pids.append(_start_listener(lab, node_name, ip))
+            node_ns = lab.node(node_name).netns
+            deployment.listener_pids.append(_start_listener(lab, node_ns, f"{node_name}-host", ip))
             deployment.host_ips[node_name] = ip
+        world = world_netns(lab.name)
+        gateway = _start_listener(lab, world, f"{lab.name}-gateway", WORLD_UNDERLAY_IP)
+        deployment.listener_pids.append(gateway)
+        deployment.gateway_ip = WORLD_UNDERLAY_IP
         _wait_programmed(deployment)
     except BaseException:
         deployment.stop()

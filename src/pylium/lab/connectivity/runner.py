@@ -1,25 +1,30 @@
 """Running the connectivity test: select scenarios, deploy, probe, collect results.
 
 Probes run PROBES_AT_ONCE at a time (each is a short process of its own; a one-answer scenario's
-one after another); results are reported in scenario order.
+one after another); results are reported in scenario order. Policy scenarios come last and run
+one at a time, after the others: each waits until its policy is enforced, probes, removes it and
+waits until its removal is enforced (`run_policy_scenario`).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pylium.lab.connectivity.deploy import PROBES_AT_ONCE, Deployment, deploy, probe_from
+from pylium.lab.connectivity.policy import POLICY_SCENARIOS, POLICY_TIMEOUT, Policies, StorePolicies
 from pylium.lab.connectivity.scenarios import SCENARIOS, Action, Scenario, Unanswered
 from pylium.lab.record import LabRecord
 
 
 @dataclass(frozen=True)
 class ActionResult:
-    """One probe's outcome: ok when it answered with what was expected."""
+    """One probe's outcome: ok when it answered (or failed) as expected; `reason` says why it
+    failed (the probe's reason when it was expected to: `refused`, `timeout`)."""
 
     source: str
     target: str
@@ -47,12 +52,19 @@ class ScenarioResult:
         return asdict(self)
 
 
+ALL_SCENARIOS = [*SCENARIOS, *POLICY_SCENARIOS]
+RETRY_INTERVAL = 0.05
+"""Seconds between a policy scenario's probes while it waits for enforcement."""
+
+
 def select(pattern: str | None) -> list[Scenario]:
-    """The scenarios whose name matches the regex (all without one)."""
+    """The scenarios whose name matches the regex (all without one); a leading `!` selects
+    those that do not match it (as Cilium's `--test`)."""
     if not pattern:
-        return list(SCENARIOS)
-    regex = re.compile(pattern)
-    return [s for s in SCENARIOS if regex.search(s.name)]
+        return list(ALL_SCENARIOS)
+    exclude = pattern.startswith("!")
+    regex = re.compile(pattern.removeprefix("!"))
+    return [s for s in ALL_SCENARIOS if bool(regex.search(s.name)) != exclude]
 
 
 Prober = Callable[[Deployment, Action], dict[str, Any]]
@@ -62,16 +74,22 @@ Prober = Callable[[Deployment, Action], dict[str, Any]]
 def probe_action(deployment: Deployment, action: Action) -> dict[str, Any]:
     """The real prober: a probe process in the client pod or the world namespace."""
     return probe_from(
-        deployment, action.source, action.dest, action.port, action.protocol, action.show_peer
+        deployment,
+        action.source,
+        action.dest,
+        action.port,
+        action.protocol,
+        action.show_peer,
+        action.timeout,
     )
 
 
 def _verdict(action: Action, raw: dict[str, Any]) -> tuple[bool, str | None]:
-    """(ok, why not) for a probe's JSON result."""
+    """(ok, why not or how it failed as expected) for a probe's JSON result."""
     answer, reason, expect = raw.get("answer"), raw.get("reason"), action.expect
     if isinstance(expect, Unanswered):
         if reason == expect.reason:
-            return True, None
+            return True, reason
         return (
             False,
             f"{f'answered {answer!r}' if raw.get('ok') else reason}, expected {expect.reason}",
@@ -116,9 +134,11 @@ def run_scenarios(
     scenarios: list[Scenario],
     probe: Prober,
     on_result: Callable[[ScenarioResult], None],
+    policies: Policies,
 ) -> list[ScenarioResult]:
     """Run each scenario's probes against a deployment, reporting each result in scenario
-    order. A scenario with no action here is skipped; `requires` is reported only on failure."""
+    order (policy scenarios after the others). A scenario with no action here is skipped;
+    `requires` is reported only on failure."""
 
     def probe_all(actions: list[Action]) -> list[ActionResult]:
         return [_run_action(deployment, a, probe) for a in actions]
@@ -127,6 +147,8 @@ def run_scenarios(
     with ThreadPoolExecutor(PROBES_AT_ONCE) as pool:
         planned = []
         for scenario in scenarios:
+            if scenario.policy is not None:
+                continue
             actions = scenario.actions(deployment)
             # A one-answer scenario's probes go one after another: the first sets the affinity.
             groups = [actions] if scenario.one_answer else [[a] for a in actions]
@@ -135,7 +157,72 @@ def run_scenarios(
             result = _result(scenario, [r for f in futures for r in f.result()])
             on_result(result)
             results.append(result)
+        for scenario in scenarios:
+            if scenario.policy is not None:
+                result = run_policy_scenario(deployment, scenario, probe, policies, pool)
+                on_result(result)
+                results.append(result)
     return results
+
+
+def run_policy_scenario(
+    deployment: Deployment,
+    scenario: Scenario,
+    probe: Prober,
+    policies: Policies,
+    pool: Executor,
+) -> ScenarioResult:
+    """Apply the scenario's policies; probe until each probe that must fail does (the policy
+    is enforced), then until each other probe answers as expected; remove the policies (also
+    on failure) and probe until the failing ones answer again (the removal is enforced, so the
+    next scenario starts from no policy). Each wait ends after POLICY_TIMEOUT."""
+    assert scenario.policy is not None
+    actions = scenario.actions(deployment)
+    if not actions:
+        return _result(scenario, [])
+    objs = scenario.policy(deployment)
+    denied = [i for i, a in enumerate(actions) if isinstance(a.expect, Unanswered)]
+    allowed = [i for i in range(len(actions)) if i not in denied]
+    results: dict[int, ActionResult] = {}
+    policies.apply(objs)
+    try:
+        deadline = time.monotonic() + POLICY_TIMEOUT
+
+        def until_expected(i: int) -> ActionResult:
+            while True:
+                result = _run_action(deployment, actions[i], probe)
+                if result.ok or time.monotonic() > deadline:
+                    return result
+                time.sleep(RETRY_INTERVAL)
+
+        for group in (denied, allowed):
+            results |= zip(group, pool.map(until_expected, group), strict=True)
+    finally:
+        policies.remove(objs)
+    reopen_deadline = time.monotonic() + POLICY_TIMEOUT
+
+    def reopened(i: int) -> ActionResult | None:
+        """None once the probe is answered again; why not at the deadline."""
+        action = actions[i]
+        while True:
+            raw = probe(deployment, action)
+            if raw.get("ok"):
+                return None
+            if time.monotonic() > reopen_deadline:
+                return ActionResult(
+                    source=action.source,
+                    target=f"{action.target} after the policy's removal",
+                    destination=action.dest,
+                    port=action.port,
+                    protocol=action.protocol,
+                    ok=False,
+                    answer=None,
+                    reason=f"{raw.get('reason')} {POLICY_TIMEOUT:.0f}s after",
+                )
+            time.sleep(RETRY_INTERVAL)
+
+    still_closed = [r for r in pool.map(reopened, denied) if r is not None]
+    return _result(scenario, [results[i] for i in range(len(actions))] + still_closed)
 
 
 def _result(scenario: Scenario, actions: list[ActionResult]) -> ScenarioResult:
@@ -157,6 +244,6 @@ def run(
     """Deploy into the lab, run the scenarios' probes, stop the listeners."""
     deployment = deploy(lab)
     try:
-        return run_scenarios(deployment, scenarios, probe_action, on_result)
+        return run_scenarios(deployment, scenarios, probe_action, on_result, StorePolicies(lab))
     finally:
         deployment.stop()

@@ -2,8 +2,9 @@
 or from the lab's world namespace.
 
 A scenario lists its actions given a `Deployment`; it is skipped when the lab lacks what it
-needs (a second node). `requires` names a feature a scenario depends on that is known to be
-missing, so its failure says why instead of looking like a regression.
+needs (a second node). A policy scenario (`policy`, see `connectivity.policy`) also names the
+policies it applies while it runs. `requires` names a feature a scenario depends on that is
+known to be missing, so its failure says why instead of looking like a regression.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pylium.lab.connectivity.deploy import (
     ProbeSource,
 )
 from pylium.lab.record import WORLD_UNDERLAY_IP
+from pylium.store import Object
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ DROPPED = Unanswered("timeout")
 """Silently dropped (TCP)."""
 Expect = str | frozenset[str] | Unanswered
 """The answer, one of several answers (any backend of a service), or a failure."""
+PROBE_TIMEOUT = 2.0
+"""Seconds a probe waits unless its action says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Action:
     source: ProbeSource = "client"
     show_peer: bool = False
     """Ask for the client address the server saw (the answer becomes `NAME peer=IP`)."""
+    timeout: float = PROBE_TIMEOUT
+    """Seconds the probe waits: a DROPPED probe lasts this long."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class Scenario:
     """A missing feature this scenario needs, shown when it fails."""
     one_answer: bool = False
     """Every probe must get the same answer (session affinity); they run one at a time."""
+    policy: Callable[[Deployment], list[Object]] | None = None
+    """Policies applied to the test namespace while the scenario runs: it runs alone, after
+    the others, whose probes they would break."""
 
 
 def _echo(name: str) -> Callable[[Deployment], list[Action]]:
