@@ -3,7 +3,7 @@ namespace, probes what it must allow and what it must drop, and removes it.
 
 The runner runs them after the other scenarios, one at a time (`runner.run_policy_scenario`):
 a policy would break the probes of a scenario running beside it. Every probe that must fail
-expects DROPPED, with a short timeout (DENY_TIMEOUT), so a scenario costs 1-2 s.
+expects DROPPED, with a short timeout (DENY_TIMEOUT), so a scenario costs ~0.5-1 s.
 """
 
 from __future__ import annotations
