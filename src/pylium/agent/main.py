@@ -30,6 +30,7 @@ from pathlib import Path
 from pylium import paths
 from pylium.agent.cells import Agent, AgentParams
 from pylium.agent.lbfeatures import lb_features
+from pylium.cli.switch import add_switch
 from pylium.datapath.lbconfig import LBConfig
 from pylium.ipam import IpamMode
 from pylium.loadbalancer.kubeproxy.proxier import Mode as KubeProxyMode
@@ -79,10 +80,10 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         help="serve the Observer gRPC API on TCP too (Hubble's :4244); always on"
         " <socket dir>/hubble.sock",
     )
-    parser.add_argument(
+    add_switch(
+        parser,
         "--enable-hubble",
-        choices=["true", "false"],
-        default="true",
+        default=True,
         help="false: the tc programs write no trace events (no forwarded flows; drops and"
         " socket-LB translations still report), without the cost of flow export (default true)",
     )
@@ -118,22 +119,22 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         ("--enable-node-port", "NodePorts and LoadBalancer IPs"),
         ("--enable-external-ips", "externalIPs"),
     ):
-        parser.add_argument(
+        add_switch(
+            parser,
             flag,
-            choices=["true", "false"],
             help=f"{what} reachable from outside through the per-packet path on --uplink"
             " (default: as --kube-proxy-replacement; beside kube-proxy's rules without it)",
         )
-    parser.add_argument(
+    add_switch(
+        parser,
         "--bpf-lb-sock",
-        choices=["true", "false"],
         help="socket LB on --cgroup: pods' connect() to a service goes to a backend (default:"
         " as --kube-proxy-replacement; beside kube-proxy's rules without it)",
     )
-    parser.add_argument(
+    add_switch(
+        parser,
         "--kube-proxy-replacement",
-        choices=["true", "false"],
-        default="false",
+        default=False,
         help="true: Services in eBPF (socket LB on --cgroup); false (default): kube-proxy"
         " mode with --kube-proxy-mode, else the agent leaves Services alone",
     )
@@ -178,10 +179,11 @@ def parse_args(argv: list[str] | None) -> AgentParams:
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
-    kube_proxy_replacement = args.kube_proxy_replacement == "true"
+    kube_proxy_replacement: bool = args.kube_proxy_replacement
     sock_lb, node_port, external_ips = (
-        None if v is None else v == "true"
-        for v in (args.bpf_lb_sock, args.enable_node_port, args.enable_external_ips)
+        args.bpf_lb_sock,
+        args.enable_node_port,
+        args.enable_external_ips,
     )
     try:
         lb_features(kube_proxy_replacement, sock_lb, node_port, external_ips, args.cgroup)
@@ -206,7 +208,7 @@ def parse_args(argv: list[str] | None) -> AgentParams:
         mtu=args.mtu,
         ipam=IpamMode(args.ipam),
         hubble_listen=args.hubble_listen,
-        hubble=args.enable_hubble == "true",
+        hubble=args.enable_hubble,
         metrics_listen=args.metrics_listen,
         routing_mode=RoutingMode(args.routing_mode),
         uplink=args.uplink,

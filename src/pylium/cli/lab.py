@@ -9,14 +9,11 @@ from typing import Any
 import click
 
 from pylium.cli.labctx import lab_name, load_lab, require_root
+from pylium.cli.switch import switch_option
 
 
 def _progress(message: str) -> None:
     click.echo(click.style(f"• {message}", dim=True), err=True)
-
-
-def _switch(value: str | None) -> bool | None:
-    return None if value is None else value == "true"
 
 
 @click.group("lab")
@@ -47,10 +44,9 @@ def lab_group() -> None:
     show_default=True,
     help="Underlay (uplink) MTU; pods get it, less 50 bytes with tunnel routing.",
 )
-@click.option(
+@switch_option(
     "--kube-proxy-replacement",
-    type=click.Choice(["true", "false"]),
-    default="true",
+    default=True,
     show_default=True,
     help="true: Services in eBPF (socket LB); false: kube-proxy's rules (--kube-proxy-mode).",
 )
@@ -61,22 +57,16 @@ def lab_group() -> None:
     show_default=True,
     help="With --kube-proxy-replacement false: iptables or nftables rules in each node.",
 )
-@click.option(
+@switch_option(
     "--bpf-lb-sock",
-    type=click.Choice(["true", "false"]),
-    default=None,
     help="Socket LB in every agent (default: as --kube-proxy-replacement).",
 )
-@click.option(
+@switch_option(
     "--enable-node-port",
-    type=click.Choice(["true", "false"]),
-    default=None,
     help="NodePort/LoadBalancer on the uplinks (default: as --kube-proxy-replacement).",
 )
-@click.option(
+@switch_option(
     "--enable-external-ips",
-    type=click.Choice(["true", "false"]),
-    default=None,
     help="externalIPs on the uplinks (default: as --kube-proxy-replacement).",
 )
 @click.pass_context
@@ -87,11 +77,11 @@ def up_cmd(
     routing: str,
     store: str,
     mtu: int,
-    kube_proxy_replacement: str,
+    kube_proxy_replacement: bool,
     kube_proxy_mode: str,
-    bpf_lb_sock: str | None,
-    enable_node_port: str | None,
-    enable_external_ips: str | None,
+    bpf_lb_sock: bool | None,
+    enable_node_port: bool | None,
+    enable_external_ips: bool | None,
 ) -> None:
     """Create the lab: underlay and world namespaces, nodes with agents and lab kubelets, a
     scheduler, store objects."""
@@ -108,13 +98,9 @@ def up_cmd(
             routing="tunnel" if routing == "tunnel" else "native",
             store=store,
             kube_proxy_mode=None
-            if kube_proxy_replacement == "true"
+            if kube_proxy_replacement
             else ("nftables" if kube_proxy_mode == "nftables" else "iptables"),
-            lb_switches=(
-                _switch(bpf_lb_sock),
-                _switch(enable_node_port),
-                _switch(enable_external_ips),
-            ),
+            lb_switches=(bpf_lb_sock, enable_node_port, enable_external_ips),
         )
     except LabError as e:
         raise click.ClickException(str(e)) from None
