@@ -86,17 +86,26 @@ class Report:
 
     def ratio(self, test: str, baseline: str) -> float:
         """pylium / baseline for one test, from the totals."""
-        ours: float = getattr(self.figures["pylium"], test)
-        base: float = getattr(self.figures[baseline], test)
-        return ours / base
+        return ratio(self.figures, test, "pylium", baseline)
 
     def round_ratio(self, test: str, baseline: str) -> float:
-        """The median over rounds of pylium / baseline within a round: the two slices of a
-        round ran seconds apart, so a burst of load elsewhere that hits one round skews it
-        less than it skews the totals."""
-        ours = self.figures["pylium"].slices[test]
-        base = self.figures[baseline].slices[test]
-        return statistics.median(a / b for a, b in zip(ours, base, strict=True))
+        """pylium / baseline for one test, the median of the per-round ratios."""
+        return round_ratio(self.figures, test, "pylium", baseline)
+
+
+def ratio(figures: dict[str, Figures], test: str, ours: str, baseline: str) -> float:
+    """ours / baseline for one test, from the totals."""
+    a: float = getattr(figures[ours], test)
+    b: float = getattr(figures[baseline], test)
+    return a / b
+
+
+def round_ratio(figures: dict[str, Figures], test: str, ours: str, baseline: str) -> float:
+    """The median over rounds of ours / baseline within a round: the two slices of a round ran
+    seconds apart, so a burst of load elsewhere that hits one round skews it less than it
+    skews the totals."""
+    a, b = figures[ours].slices[test], figures[baseline].slices[test]
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def run_bench(duration: int, progress: Progress, netns_prefix: str = NETNS_PREFIX) -> Report:
@@ -159,34 +168,53 @@ LABELS = {
 }
 
 
-def render_text(report: Report) -> str:
-    """The side-by-side table with ratios, then each program's cost per run."""
-    width = 14
+def figures_table(
+    figures: dict[str, Figures],
+    columns: dict[str, str],
+    ratios: dict[str, tuple[str, str]],
+    width: int,
+) -> list[str]:
+    """The side-by-side table both datapath benches print: a column per topology (`columns`:
+    topology -> heading, `width` wide), then a 7-wide column per ratio (`ratios`: heading ->
+    (ours, baseline)). Per test a row of totals with the ratios of the totals, and a row of
+    the slices' min-max with the median per-round ratios; last the TCP retransmits."""
 
     def cell(test: str, value: float) -> str:
         return f"{value:{width}.2f}" if test == "throughput_gbps" else f"{value:{width}.0f}"
 
     lines = [
-        f"pylium bench datapath: pod to pod on one node, {report.rounds} interleaved rounds of"
-        f" {SLICE_SECONDS} s per test and topology",
-        f"{'':26}{'A pylium':>{width}}{'B bare veth':>{width}}{'C routed':>{width}}"
-        f"{'A/B':>7}{'A/C':>7}",
+        f"{'':26}"
+        + "".join(f"{heading:>{width}}" for heading in columns.values())
+        + "".join(f"{heading:>7}" for heading in ratios)
     ]
     for test, label in LABELS.items():
-        values = [getattr(report.figures[t], test) for t in TOPOLOGIES]
-        ratios = f"{report.ratio(test, 'bare_veth'):7.2f}{report.ratio(test, 'routed'):7.2f}"
-        lines.append(f"{label:26}" + "".join(cell(test, v) for v in values) + ratios)
+        values = [getattr(figures[t], test) for t in columns]
+        totals = "".join(f"{ratio(figures, test, *pair):7.2f}" for pair in ratios.values())
+        lines.append(f"{label:26}" + "".join(cell(test, v) for v in values) + totals)
         spread = [
             f"{cell(test, min(s)).strip()}-{cell(test, max(s)).strip()}"
-            for s in (report.figures[t].slices[test] for t in TOPOLOGIES)
+            for s in (figures[t].slices[test] for t in columns)
         ]
-        rounds = (
-            f"{report.round_ratio(test, 'bare_veth'):7.2f}{report.round_ratio(test, 'routed'):7.2f}"
-        )
+        rounds = "".join(f"{round_ratio(figures, test, *pair):7.2f}" for pair in ratios.values())
         lines.append(f"{'  slices min-max':26}" + "".join(f"{s:>{width}}" for s in spread) + rounds)
-    retrans = "".join(f"{report.figures[t].retransmits:{width}d}" for t in TOPOLOGIES)
+    retrans = "".join(f"{figures[t].retransmits:{width}d}" for t in columns)
+    lines.append(f"{'TCP retransmits':26}{retrans}")
+    return lines
+
+
+def render_text(report: Report) -> str:
+    """The side-by-side table with ratios, then each program's cost per run."""
+    lines = [
+        f"pylium bench datapath: pod to pod on one node, {report.rounds} interleaved rounds of"
+        f" {SLICE_SECONDS} s per test and topology",
+        *figures_table(
+            report.figures,
+            {"pylium": "A pylium", "bare_veth": "B bare veth", "routed": "C routed"},
+            {"A/B": ("pylium", "bare_veth"), "A/C": ("pylium", "routed")},
+            width=14,
+        ),
+    ]
     lines += [
-        f"{'TCP retransmits':26}{retrans}",
         "A: from/to-container on tcx, pod to pod by bpf_redirect; B: one plain veth between",
         "the pods; C: A's veths and node namespace, routed by the kernel, no programs.",
         "Ratios: first row from the totals, second row the median of the per-round ratios.",

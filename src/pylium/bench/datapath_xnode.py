@@ -35,7 +35,14 @@ from typing import Any
 
 from pylium import paths
 from pylium.agent.client import AgentClient
-from pylium.bench.datapath import LABELS, SLICE_SECONDS, TESTS, Figures
+from pylium.bench.datapath import (
+    SLICE_SECONDS,
+    TESTS,
+    Figures,
+    figures_table,
+    ratio,
+    round_ratio,
+)
 from pylium.bench.datapath_worker import Sample, run_test, servers
 from pylium.bench.scratch import netns_add, netns_del, unique_name
 from pylium.datapath.events import DropReason
@@ -76,14 +83,11 @@ class Report:
 
     def ratio(self, test: str, ours: str, baseline: str = "routed") -> float:
         """ours / baseline for one test, from the totals."""
-        a: float = getattr(self.figures[ours], test)
-        b: float = getattr(self.figures[baseline], test)
-        return a / b
+        return ratio(self.figures, test, ours, baseline)
 
     def round_ratio(self, test: str, ours: str, baseline: str = "routed") -> float:
-        """The median over rounds of ours / baseline within a round."""
-        a, b = self.figures[ours].slices[test], self.figures[baseline].slices[test]
-        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+        """ours / baseline for one test, the median of the per-round ratios."""
+        return round_ratio(self.figures, test, ours, baseline)
 
 
 @dataclass(frozen=True)
@@ -278,30 +282,18 @@ def _routed(base: str, progress: Progress) -> Iterator[PodPair]:
 def render_text(report: Report) -> str:
     """The side-by-side table with ratios against the routed path."""
     width = 12
-
-    def cell(test: str, value: float) -> str:
-        return f"{value:{width}.2f}" if test == "throughput_gbps" else f"{value:{width}.0f}"
-
     lines = [
         f"pylium bench datapath --cross-node: pod to pod across two nodes, {report.rounds}"
         f" interleaved rounds of {SLICE_SECONDS} s per test and topology",
-        f"{'':26}{'A native':>{width}}{'A tunnel':>{width}}{'C routed':>{width}}"
-        f"{'nat/C':>7}{'tun/C':>7}",
+        *figures_table(
+            report.figures,
+            {"native": "A native", "tunnel": "A tunnel", "routed": "C routed"},
+            {"nat/C": ("native", "routed"), "tun/C": ("tunnel", "routed")},
+            width,
+        ),
     ]
-    for test, label in LABELS.items():
-        values = [getattr(report.figures[t], test) for t in TOPOLOGIES]
-        ratios = "".join(f"{report.ratio(test, t):7.2f}" for t in LAB_ROUTING)
-        lines.append(f"{label:26}" + "".join(cell(test, v) for v in values) + ratios)
-        spread = [
-            f"{cell(test, min(s)).strip()}-{cell(test, max(s)).strip()}"
-            for s in (report.figures[t].slices[test] for t in TOPOLOGIES)
-        ]
-        rounds = "".join(f"{report.round_ratio(test, t):7.2f}" for t in LAB_ROUTING)
-        lines.append(f"{'  slices min-max':26}" + "".join(f"{s:>{width}}" for s in spread) + rounds)
-    retrans = "".join(f"{report.figures[t].retransmits:{width}d}" for t in TOPOLOGIES)
     mtus = "".join(f"{report.pod_mtu[t]:{width}d}" for t in TOPOLOGIES)
     lines += [
-        f"{'TCP retransmits':26}{retrans}",
         f"{'pod MTU':26}{mtus}",
         "A native: a 2-node pylium lab, native routing; A tunnel: the same in VXLAN tunnel",
         "routing; C: the lab's wiring (underlay bridge, node and pod veths) with kernel routes",
