@@ -13,10 +13,10 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from pylium.datapath import libbpf
+from pylium.datapath.closing import Closing
 from pylium.datapath.maps import RawMap
 
 
@@ -190,7 +190,7 @@ class Event:
         )
 
 
-class RingBuffer:
+class RingBuffer(Closing):
     """A consumer of one ring buffer map; `callback` runs inside poll/consume.
 
     An exception from the callback stops the current poll and is re-raised from it.
@@ -231,11 +231,3 @@ class RingBuffer:
         if self._rb:
             libbpf.lib().ring_buffer__free(self._rb)
             self._rb = 0
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

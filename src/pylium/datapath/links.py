@@ -17,10 +17,9 @@ import subprocess
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pylium.datapath import libbpf
+from pylium.datapath.closing import Closing
 from pylium.datapath.errors import BpfError, NotSupported
 from pylium.datapath.loader import Program
 from pylium.paths import NETNS_DIR
@@ -80,7 +79,7 @@ class LinkInfo:
     other link types."""
 
 
-class Link:
+class Link(Closing):
     """An owned BPF link fd. Closing an unpinned link detaches it; a pinned one stays."""
 
     def __init__(self, fd: int) -> None:
@@ -121,14 +120,6 @@ class Link:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _link_create(program: Program, target_fd: int, attach: AttachType, what: str) -> Link:

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from pylium.datapath import libbpf
+from pylium.datapath.closing import Closing
 from pylium.datapath.errors import BpfError, KeyNotFound, NotSupported, VerifierError
 from pylium.datapath.maps import Map, RawMap
 
@@ -85,7 +85,7 @@ class Program:
             self.fd = -1
 
 
-class Collection:
+class Collection(Closing):
     """The programs and maps of one loaded object, by name. Closing closes every fd."""
 
     def __init__(self, programs: dict[str, Program], maps: dict[str, RawMap]) -> None:
@@ -109,14 +109,6 @@ class Collection:
             prog.close()
         for m in self.maps.values():
             m.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from pylium.datapath.closing import Closing
 from pylium.datapath.conntrack import Ct4Tuple, CtEntry
 from pylium.datapath.loader import OBJ_DIR, Collection, ObjectSpec, Program, load_pair
 from pylium.datapath.maps import RawMap
@@ -107,7 +106,7 @@ class NodeConfig:
         }
 
 
-class LxcObjects:
+class LxcObjects(Closing):
     """Typed holder of the endpoint programs and maps; closing closes every fd."""
 
     def __init__(self, from_coll: Collection, to_coll: Collection) -> None:
@@ -147,11 +146,3 @@ class LxcObjects:
     def close(self) -> None:
         for coll in self._colls:
             coll.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

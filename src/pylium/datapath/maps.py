@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 from pylium.datapath import libbpf
+from pylium.datapath.closing import Closing
 from pylium.datapath.errors import BpfError, KeyNotFound, NotSupported
 
 K = TypeVar("K", bound=ctypes.Structure)
@@ -91,7 +91,7 @@ class MapInfo:
         )
 
 
-class RawMap:
+class RawMap(Closing):
     """An owned map fd. Close it (or use `with`) when done; pins outlive it."""
 
     def __init__(self, fd: int, name: str) -> None:
@@ -159,14 +159,6 @@ class RawMap:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class Map(Generic[K, V]):

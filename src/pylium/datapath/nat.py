@@ -33,10 +33,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import IntFlag
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pylium.datapath.bpffs import require_bpffs
+from pylium.datapath.closing import Closing
 from pylium.datapath.conntrack import Ct4Tuple, TupleFlags, monotonic_seconds
 from pylium.datapath.errors import BpfError
 from pylium.datapath.lbconfig import LBConfig
@@ -119,7 +118,7 @@ class NatConfig:
         }
 
 
-class NetdevObjects:
+class NetdevObjects(Closing):
     """Typed holder of the uplink programs and the NAT map; closing closes every fd."""
 
     def __init__(self, to_coll: Collection, from_coll: Collection) -> None:
@@ -150,14 +149,6 @@ class NetdevObjects:
     def close(self) -> None:
         for coll in self._colls:
             coll.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def reply_key(key: Ct4Tuple, entry: Nat4Entry) -> Ct4Tuple:

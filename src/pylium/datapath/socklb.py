@@ -25,10 +25,9 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pylium.datapath import libbpf
+from pylium.datapath.closing import Closing
 from pylium.datapath.errors import BpfError
 from pylium.datapath.lbconfig import MAP_MAGLEV, LBConfig
 from pylium.datapath.links import AttachType, Link, attach_cgroup, remove_pinned
@@ -76,7 +75,7 @@ def link_pin(pin_dir: Path, hook: str) -> Path:
     return pin_dir / LINKS_DIR / hook
 
 
-class SockLB:
+class SockLB(Closing):
     """The loaded socket-LB programs, their maps and cgroup links; `close` keeps the pins."""
 
     def __init__(self, coll: Collection, links: dict[str, Link]) -> None:
@@ -165,14 +164,6 @@ class SockLB:
         for link in self.links.values():
             link.close()
         self._coll.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def remove_sock_lb(pin_dir: Path) -> None:
