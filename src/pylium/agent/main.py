@@ -43,7 +43,7 @@ log = logging.getLogger("pylium.agent")
 
 CRASH_ENV = "PYLIUM_AGENT_CRASH_AT"
 """Test-only: name an ADD step ("state-written", "ip-allocated", "veth-created",
-"pod-configured", "host-configured", "datapath-configured", "ready") and the agent exits
+"pod-configured", "datapath-configured", "host-configured", "ready") and the agent exits
 abruptly right after it, as a crash would. The crash-recovery tests use it."""
 
 CRASH_EXIT_CODE = 70

@@ -31,7 +31,7 @@ from pylium.datapath.lxc import EndpointInfo, LxcObjects, NodeConfig
 from pylium.datapath.metrics import read_metrics
 from pylium.datapath.netlink import PyrouteNetlink, Route
 from pylium.endpoint.model import Endpoint, host_ifname
-from pylium.endpoint.plumbing import Plumbed, plumb
+from pylium.endpoint.plumbing import Plumbed, plumb, route
 
 ROUTER_IP = "10.252.0.1"
 POD_CIDR = "10.252.0.0/24"
@@ -144,6 +144,7 @@ async def plumb_routed(nl: PyrouteNetlink, netns: dict[str, str]) -> Attached:
             gateway=ROUTER_IP,
         )
         plumbed.append((ep, await plumb(nl, ep, None, lambda step: None)))
+        await route(nl, ep, lambda step: None)  # the bench attaches no policy: order is moot
     return plumbed
 
 

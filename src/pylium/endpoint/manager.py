@@ -10,9 +10,10 @@ Ordering that makes a crash at any point leak nothing:
   (~30-50 ms of kernel RCU waits with tcx links) finishes in the background. A later ADD in
   the same pod namespace or of the same host interface waits for it, `stop()` waits for all,
   and a restart deletes any veth no endpoint owns, so nothing is left either way.
-- ADD attaches the datapath (map entries, tc programs) before it writes `ready`, so a pod
-  whose ADD succeeded has its traffic on the programs; DEL deletes the node's route to the pod,
-  then detaches, then unplumbs.
+- ADD writes the pod's policy (`before_plumb`) before its veth exists and attaches the
+  datapath (map entries, tc programs) before it routes the pod's address to the veth, so no
+  packet reaches the pod past neither programs nor policy (a lab test probed that window); it
+  writes `ready` last. DEL deletes the node's route to the pod, then detaches, then unplumbs.
 - At start, `lxc*` interfaces no endpoint owns are deleted, addresses no endpoint owns are
   released, and the datapath is reconciled against the ready endpoints: stale entries and links
   pruned, the rest updated (re-opening pinned links, `EndpointManager.start`).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
@@ -48,6 +50,10 @@ from pylium.endpoint.statedir import EndpointStateDir
 from pylium.ipam import NodeAllocator
 
 log = logging.getLogger(__name__)
+
+BEFORE_PLUMB_LOGGED_S = 0.02
+"""A `before_plumb` at least this long is logged: the policy hook waited for the pod to be
+known (it polls every 20 ms), which is how one sees whether ADD ever waits in practice."""
 
 Key = tuple[str, str]
 
@@ -210,7 +216,16 @@ class EndpointManager:
             self._by_id[ep.id] = ep
             step("ip-allocated")
             if self._params.before_plumb is not None:
+                started = time.monotonic()
                 await self._params.before_plumb(ep)
+                waited = time.monotonic() - started
+                if waited >= BEFORE_PLUMB_LOGGED_S:
+                    log.info(
+                        "endpoint %d (%s): ADD waited %.2f s before plumbing",
+                        ep.id,
+                        ep.owner,
+                        waited,
+                    )
             done = await plumbing.plumb(self._nl, ep, req.mac, step)
             ep = replace(
                 ep,
@@ -222,6 +237,7 @@ class EndpointManager:
             self._by_id[ep.id] = ep
             await self._dp.update(plumbing.datapath_row(ep))
             step("datapath-configured")
+            await plumbing.route(self._nl, ep, step)
             ep = replace(ep, state="ready")
             self._states.save(ep)
             self._by_id[ep.id] = ep

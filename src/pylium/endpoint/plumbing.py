@@ -2,8 +2,9 @@
 
 Pod side (named CNI_IFNAME): the pod's address as /32, a link-scope route to the node's router
 IP and the default route through it, so every packet leaves through the veth whatever its
-destination (as Cilium's pods). Node side (`lxc…`): up, and a `<ip>/32` route to it. The
-host-side veth is where the datapath attaches its tc programs (`datapath_row` is what it gets).
+destination (as Cilium's pods). Node side (`lxc…`): up, and a `<ip>/32` route to it (`route`,
+added only once the datapath is configured). The host-side veth is where the datapath attaches
+its tc programs (`datapath_row` is what it gets).
 
 A second interface in the same pod (eth1 after eth0) cannot have those routes too: the
 gateway is on-link through the first already, so its default route would be refused
@@ -92,14 +93,19 @@ async def plumb(nl: Netlink, ep: Endpoint, mac: str | None, step: Step) -> Plumb
     except NetnsNotFound as err:
         raise NetnsMissing(str(err)) from err
     host_link = await nl.node.set_link(host, up=True)
-    await nl.node.add_route(host_route(ep))
-    step("host-configured")
     return Plumbed(
         mac=link.mac,
         host_ifindex=host_link.index,
         host_mac=host_link.mac,
         source_table=ep.source_table,
     )
+
+
+async def route(nl: Netlink, ep: Endpoint, step: Step) -> None:
+    """Route the pod's address to its veth: last, once the datapath enforces its policy there
+    (before that, a packet the node routes to the pod would pass no policy at all)."""
+    await nl.node.add_route(host_route(ep))
+    step("host-configured")
 
 
 async def _routed_elsewhere(pod: Netns, ifname: str) -> bool:

@@ -129,8 +129,8 @@ async def test_create_plumbs_pod_and_host_side(env):
         "ip-allocated",
         "veth-created",
         "pod-configured",
-        "host-configured",
         "datapath-configured",
+        "host-configured",
         "ready",
     ]
     assert env.dp.rows == {ep.host_ifname: datapath_row(ep)}
@@ -172,8 +172,8 @@ async def test_a_failing_netlink_call_rolls_everything_back(env, operation):
         "ip-allocated",
         "veth-created",
         "pod-configured",
-        "host-configured",
         "datapath-configured",
+        "host-configured",
         "ready",
     ],
 )
