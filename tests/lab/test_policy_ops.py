@@ -4,11 +4,14 @@ result of a prober that connects every ~0.1 s), and agents restarted on every no
 denied client connects many times per second let none of its connections through. The
 server's agent restarted with `--policy-enforcement always` isolates it without any policy,
 `never` ignores the policy, `--policy-audit-mode` lets denied connections through as AUDIT
-flows."""
+flows. New pods under a default-deny policy answer no connection attempt made from before
+they exist until after they are Ready."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
 import secrets
 import subprocess
@@ -20,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pylium import paths
 from pylium.lab import daemons, netns, process, record, up
 from pylium.store import open_store
 from tests.lab.conftest import PYLIUM, answering, apply, leftovers, pylium, running_pod, server_pod
@@ -271,3 +275,102 @@ def test_that_enforcement_modes_and_audit_change_what_passes(lab, server_ip):
             proc.wait(timeout=10)  # stopped by the next restart
     wait_for(lambda: not _reaches(lab, "bad", server_ip), timeout=10, interval=0.2)
     assert _reaches(lab, "ok", server_ip)
+
+
+FRESH_PROBER = """
+import os, selectors, socket, sys, time
+ips, out, stop = sys.argv[1].split(","), open(sys.argv[2], "a", buffering=1), sys.argv[3]
+sel, pending, due, end = selectors.DefaultSelector(), {}, 0.0, time.time() + 60
+while not os.path.exists(stop) and time.time() < end:
+    now = time.time()
+    if now >= due:
+        due = now + 0.005
+        for ip in ips:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((ip, 80))
+            sel.register(s, selectors.EVENT_WRITE)
+            pending[s] = (now, ip)
+    for key, _ in sel.select(max(0.0, due - time.time())):
+        s = key.fileobj
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        started, ip = pending.pop(s)
+        out.write(f"{started} {ip} {'ok' if err == 0 else 'refused' if err == 111 else 'error'}\\n")
+        sel.unregister(s)
+        s.close()
+    for s, (started, ip) in list(pending.items()):
+        if now - started > 0.2:
+            out.write(f"{started} {ip} timeout\\n")
+            del pending[s]
+            sel.unregister(s)
+            s.close()
+"""
+"""Starts a non-blocking TCP connect to port 80 of every IP (comma-separated) every 5 ms and
+appends `start-time ip outcome` lines to a file (`ok`, `refused`: a RST came back, `error`,
+`timeout` after 0.2 s) until a stop file appears (or 60 s pass). A refused connect also means
+the SYN reached the pod: only a policy drop makes it time out."""
+DENY_FRESH = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "fresh-deny", "namespace": "default"},
+    "spec": {"podSelector": {"matchLabels": {"app": "fresh"}}, "policyTypes": ["Ingress"]},
+}
+
+
+def _next_ips(lab: str, node: int, count: int) -> list[str]:
+    """The addresses the node's IPAM hands out next (next-fit after its persisted cursor)."""
+    ipam = paths.agent_state_dir(record.node_name(lab, node)) / "ipam.json"
+    state = json.loads(ipam.read_text())
+    after = (ipaddress.IPv4Address(state["cursor"]) + i for i in range(1, 256))
+    return [str(ip) for ip in after if str(ip) not in state["allocations"]][:count]
+
+
+FRESH = ("fresh-0", "fresh-1", "fresh-2")
+"""New pods under DENY_FRESH: each ADD is one chance for a window (the agent's own reconcile,
+every 0.2 s, closes it often within a ~0.1 s ADD even without the policy written in ADD)."""
+
+
+def test_that_a_new_pod_under_default_deny_never_accepts_a_connection(lab, server_ip, tmp_path):
+    """The window CNI ADD closes by writing the pod's policy before its veth exists and routing
+    to it only once the datapath is attached: a client connects to the new pods' addresses
+    every 5 ms from before they exist until 1 s after they are Ready. FRESH (selected by a
+    default-deny policy, node 1) must never answer, not even with a RST; `open` (no policy,
+    node 3, created with them) must, proving the prober would have seen an opening."""
+    apply(lab, DENY_FRESH)  # the agents learn it while the prober starts (~0.5 s)
+    fresh, opened = _next_ips(lab, 1, len(FRESH)), _next_ips(lab, 3, 1)[0]
+    out, stop = tmp_path / "fresh.log", tmp_path / "fresh.stop"
+    argv = [PYLIUM, "--lab", lab, "exec", "ok", "--", sys.executable, "-c", FRESH_PROBER]
+    proc = subprocess.Popen([*argv, ",".join([*fresh, opened]), str(out), str(stop)])
+
+    def results(*ips: str) -> list[tuple[float, str]]:
+        rows = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
+        return sorted((float(t), outcome) for t, ip, outcome in rows if ip in ips)
+
+    pods = (*FRESH, "open")
+    try:
+        wait_for(lambda: len(results(*fresh)) >= 10, timeout=10, interval=0.05)
+        created = time.time()
+        deny = [_pod(lab, name, 1, {"app": "fresh"}, "default") for name in FRESH]
+        apply(lab, *deny, _pod(lab, "open", 3, {}, "default"))
+        got = {running_pod(lab, name)["status"]["podIP"] for name in pods}
+        ready = time.time()
+        wait_for(lambda: results(*fresh)[-1][0] > ready + 1, timeout=10, interval=0.05)
+    finally:
+        stop.touch()
+        proc.wait(timeout=10)
+        for name in pods:
+            pylium("--lab", lab, "delete", "pod", name, "-n", "default", check=False)
+        pylium("--lab", lab, "delete", "networkpolicy", "fresh-deny", "-n", "default", check=False)
+    assert got == {*fresh, opened}
+    reached = [t for t, outcome in results(opened) if outcome in ("ok", "refused")]
+    leaks = [
+        (t - created, outcome) for t, outcome in results(*fresh) if outcome in ("ok", "refused")
+    ]
+    during = [t for t, _ in results(*fresh) if t >= created]
+    print(
+        f"new pods: {len(during)} attempts on {len(FRESH)} denied pods from creation to Ready"
+        f" + 1 s ({ready - created:.2f} s); open answered {reached[0] - created:.2f} s after"
+    )
+    assert leaks == []
+    assert any(outcome == "ok" for _, outcome in results(opened))
+    assert sum(t > reached[0] for t in during) >= 100  # kept probing once open answered
