@@ -240,16 +240,7 @@ class Repository:
         if found is None:
             ep = self._endpoints[key]
             self._asked.add(key)
-            rules = self._selecting_rules(ep)
-            found = self._computed[key] = compute(
-                ep.identity,
-                ep.labels,
-                rules,
-                self._select,
-                ep.ports,
-                self._cluster_ports,
-                self.config,
-            )
+            found = self._computed[key] = self._compute(ep, self._select, self._cluster_ports)
         return found
 
     def rules(self) -> dict[PolicyRef, list[Rule]]:
@@ -424,7 +415,7 @@ class Repository:
         its entries, so every member of a group has the same)."""
         updated: dict[tuple[Group, int], EndpointPolicy] = {}
         """Peer updates by group and old entries (group members share their entries)."""
-        fresh: list[tuple[str, Endpoint, list[Rule], Group]] = []
+        fresh: list[tuple[str, Endpoint, Group]] = []
         changed: dict[str, EndpointPolicy] = {}
         for key, ep in self._endpoints.items():
             if not self._computes(key, ep):
@@ -433,7 +424,7 @@ class Repository:
             rules = self._selecting_rules(ep)
             group: Group = (tuple(map(id, rules)), frozenset(ep.ports.items()))
             if old is None or dirty is None or key in dirty:
-                fresh.append((key, ep, rules, group))
+                fresh.append((key, ep, group))
                 continue
             policy = old
             if moved and any(not moved.isdisjoint(r.peers) for r in rules):
@@ -446,12 +437,10 @@ class Repository:
             settled.setdefault(group, policy)
             if policy is not old:
                 changed[key] = policy
-        for key, ep, rules, group in fresh:
+        for key, ep, group in fresh:
             found = settled.get(group)
             if found is None:
-                found = settled[group] = compute(
-                    ep.identity, ep.labels, rules, select, ep.ports, cluster_ports, self.config
-                )
+                found = settled[group] = self._compute(ep, select, cluster_ports)
             policy = _as(found, ep.identity)
             if self._computed.get(key) != policy:
                 changed[key] = policy
@@ -461,6 +450,16 @@ class Repository:
         if changed:
             for listener in self._listeners:
                 listener(changed)
+
+    def _compute(
+        self,
+        ep: Endpoint,
+        select: Callable[[tuple[Selector, ...]], frozenset[int]],
+        cluster_ports: NamedPorts,
+    ) -> EndpointPolicy:
+        """An endpoint's policy from scratch."""
+        rules = self._selecting_rules(ep)
+        return compute(ep.identity, ep.labels, rules, select, ep.ports, cluster_ports, self.config)
 
     def _computes(self, key: str, ep: Endpoint | None) -> bool:
         """Whether the repository keeps this endpoint's policy computed."""
@@ -481,15 +480,11 @@ def load(repo: Repository, objects: Iterable[Object]) -> None:
     """Feed store objects (Namespaces, Pods, policies) into a repository, namespaces first."""
     objects = list(objects)
     with repo.batch():
-        _load(repo, objects)
-
-
-def _load(repo: Repository, objects: list[Object]) -> None:
-    for obj in objects:
-        if obj["kind"] == "Namespace":
-            repo.set_namespace(obj)
-    for obj in objects:
-        if obj["kind"] == "Pod":
-            repo.set_pod(obj)
-        elif obj["kind"] in KINDS:
-            repo.set_policy(obj)
+        for obj in objects:
+            if obj["kind"] == "Namespace":
+                repo.set_namespace(obj)
+        for obj in objects:
+            if obj["kind"] == "Pod":
+                repo.set_pod(obj)
+            elif obj["kind"] in KINDS:
+                repo.set_policy(obj)
