@@ -437,9 +437,9 @@ class PolicyEnforcement:
         deadline = loop.time() + timeout
         while key not in self.repo.endpoints() and loop.time() < deadline:
             await asyncio.sleep(0.02)  # the watcher is a task of this loop: let it run
-        if key in self.repo.endpoints():
+        known = key in self.repo.endpoints()
+        if known:
             policy = self.repo.policy(key)
-            self._synced[endpoint] = policy
         else:
             log.warning(
                 "pod %s unknown to policy after %.1fs: endpoint %d denies all",
@@ -449,6 +449,8 @@ class PolicyEnforcement:
             )
             policy = EndpointPolicy(0, frozenset({Direction.INGRESS, Direction.EGRESS}))
         self._maps.sync(endpoint, policy)
+        if known:  # after the write: a failed one is retried by the next reconcile
+            self._synced[endpoint] = policy
         self._keys[endpoint] = key
 
     def flow_policies(self, event: Event) -> tuple[Policy, ...]:
