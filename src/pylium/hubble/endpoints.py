@@ -17,11 +17,8 @@ from typing import NamedTuple, Protocol
 
 from pylium.endpoint.model import Endpoint as AgentEndpoint
 from pylium.hubble.flow import Endpoint
-from pylium.identity import RESERVED_NAMES, Identity
+from pylium.identity import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_NAMES, Identity, reserved_labels
 from pylium.ipcache.table import IPCacheTable
-
-IDENTITY_HOST = 1
-IDENTITY_WORLD = 2
 
 _HOST = Endpoint(identity=IDENTITY_HOST, labels=("reserved:host",))
 _WORLD = Endpoint(identity=IDENTITY_WORLD, labels=("reserved:world",))
@@ -119,6 +116,8 @@ class IPCacheEndpoints:
         if entry is None:
             return None
         identity = self._allocator.get(entry.identity)
+        if identity is None and entry.identity in RESERVED_NAMES:
+            identity = Identity(entry.identity, reserved_labels(entry.identity))
         labels = tuple(sorted(str(label) for label in identity.labels)) if identity else ()
         kind, _, rest = entry.owner.partition("/")
         if kind == "pod":
@@ -126,11 +125,7 @@ class IPCacheEndpoints:
             return Endpoint(
                 identity=entry.identity, namespace=namespace, labels=labels, pod_name=name
             )
-        reserved = RESERVED_NAMES.get(entry.identity)
-        return Endpoint(
-            identity=entry.identity,
-            labels=labels or ((f"reserved:{reserved}",) if reserved else ()),
-        )
+        return Endpoint(identity=entry.identity, labels=labels)
 
 
 def flow_endpoint(ep: AgentEndpoint) -> Endpoint:
