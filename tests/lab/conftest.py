@@ -141,15 +141,20 @@ def server_pod(name: str, namespace: str = "default") -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    """A one-node lab, removed at the end; the test fails if anything of it remains."""
+def lab_up(name: str, *args: str) -> Iterator[str]:
+    """For a fixture to `yield from`: `pylium lab up --name NAME ARGS...`, the name, then the
+    lab removed (also after failure) and checked to leave nothing behind."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    name = unique_lab()
     try:
-        pylium("lab", "up", "--name", name)
+        pylium("lab", "up", "--name", name, *args)
         yield name
     finally:
         pylium("lab", "down", "--name", name, "--force", check=False)
         assert leftovers(name) == {}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[str]:
+    """A one-node lab, removed at the end; the test fails if anything of it remains."""
+    yield from lab_up(unique_lab())

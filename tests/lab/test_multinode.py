@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from pylium.lab.connectivity.runner import ALL_SCENARIOS
 from tests.lab.conftest import (
     answering,
     apply,
-    leftovers,
+    lab_up,
     pylium,
     running_pod,
     server_pod,
@@ -42,20 +41,10 @@ MTU = 1400
 @pytest.fixture(scope="module")
 def lab3() -> Iterator[str]:
     """A 3-node native-routing lab, removed at the end; fails if anything of it remains."""
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
     name = unique_lab()
-    try:
-        pylium(
-            "lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "native",
-            "--mtu", str(MTU),
-        )  # fmt: skip
-        yield name
-    finally:
-        pylium("lab", "down", "--name", name, "--force", check=False)
-        assert leftovers(name) == {}
-        assert not netns.exists(record.underlay_netns(name))
-        assert not netns.exists(record.world_netns(name))
+    yield from lab_up(name, "--nodes", str(NODES), "--routing", "native", "--mtu", str(MTU))
+    assert not netns.exists(record.underlay_netns(name))
+    assert not netns.exists(record.world_netns(name))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 
 from pylium.lab import record
 from pylium.lab.connectivity.policy import WITHOUT_POLICY
-from tests.lab.conftest import apply, leftovers, pylium, running_pod
+from tests.lab.conftest import apply, lab_up, pylium, running_pod
 from tests.lab.test_nodeport import WORLD_ADDRESSES, answer, backend, node_ip, node_port
 from tests.lab.test_nodeport import service as np_service
 from tests.lab.test_service_matrix import table
@@ -34,17 +34,11 @@ NODES = 3
 @pytest.fixture(scope="module")
 def pp_lab() -> Iterator[str]:
     """The partial-replacement lab, removed at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    name = f"pp{os.urandom(3).hex()}"
-    try:
-        pylium("lab", "up", "--name", name, "--nodes", str(NODES), "--routing", "tunnel",
-               "--kube-proxy-replacement", "false", "--kube-proxy-mode", "iptables",
-               "--bpf-lb-sock", "true", "--enable-node-port", "true")  # fmt: skip
-        yield name
-    finally:
-        pylium("lab", "down", "--name", name, "--force", check=False)
-        assert leftovers(name) == {}
+    yield from lab_up(
+        f"pp{os.urandom(3).hex()}", "--nodes", str(NODES), "--routing", "tunnel",
+        "--kube-proxy-replacement", "false", "--kube-proxy-mode", "iptables",
+        "--bpf-lb-sock", "true", "--enable-node-port", "true",
+    )  # fmt: skip
 
 
 def cluster_ip_counters(lab: str, ip: str) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pylium.lab import record
-from tests.lab.conftest import answering, apply, leftovers, pylium, running_pod, server_pod
+from tests.lab.conftest import answering, apply, lab_up, pylium, running_pod, server_pod
 from tests.support import wait_for
 
 POLICY = {
@@ -66,15 +66,7 @@ CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.ar
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    name = f"tq{secrets.token_hex(2)}"
-    try:
-        pylium("lab", "up", "--name", name, "--nodes", "2")
-        yield name
-    finally:
-        pylium("lab", "down", "--name", name, "--force", check=False)
-        assert leftovers(name) == {}
+    yield from lab_up(f"tq{secrets.token_hex(2)}", "--nodes", "2")
 
 
 def pod(name: str, node: int, labels: dict[str, str], lab: str) -> dict[str, Any]:

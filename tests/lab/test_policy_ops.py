@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import pytest
 from pylium import paths
 from pylium.lab import daemons, netns, process, record, up
 from pylium.store import open_store
-from tests.lab.conftest import PYLIUM, answering, apply, leftovers, pylium, running_pod, server_pod
+from tests.lab.conftest import PYLIUM, answering, apply, lab_up, pylium, running_pod, server_pod
 from tests.support import wait_for
 
 pytestmark = pytest.mark.root
@@ -66,15 +65,7 @@ POLICY = {
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    name = f"po{secrets.token_hex(2)}"
-    try:
-        pylium("lab", "up", "--name", name, "--nodes", "3")
-        yield name
-    finally:
-        pylium("lab", "down", "--name", name, "--force", check=False)
-        assert leftovers(name) == {}
+    yield from lab_up(f"po{secrets.token_hex(2)}", "--nodes", "3")
 
 
 def _pod(lab: str, name: str, node: int, labels: dict[str, str], ns: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -23,22 +22,14 @@ from pylium.datapath.ipcache import IPCacheKey, ipcache_map
 from pylium.datapath.maps import RawMap
 from pylium.lab import record
 from pylium.lab.connectivity.policy import WITHOUT_POLICY
-from tests.lab.conftest import apply, leftovers, pylium
+from tests.lab.conftest import apply, lab_up, pylium
 from tests.support import wait_for
 
 POD_SCENARIOS = ("pod-to-pod-same-node", "pod-to-pod-other-node", "pod-to-host")
 
 
 def _lab(nodes: int, routing: str) -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    name = f"tt{secrets.token_hex(2)}"
-    try:
-        pylium("lab", "up", "--name", name, "--nodes", str(nodes), "--routing", routing)
-        yield name
-    finally:
-        pylium("lab", "down", "--name", name, "--force", check=False)
-        assert leftovers(name) == {}
+    yield from lab_up(f"tt{secrets.token_hex(2)}", "--nodes", str(nodes), "--routing", routing)
 
 
 @pytest.fixture(scope="module")
