@@ -8,11 +8,10 @@ readable), so requests keep being served under an event flood.
 
 Lost events are counted per source (Hubble's LostEventSource names):
 
+- `PERF_EVENT_RING_BUFFER`: records the datapath could not write because the ring was full
+  (it counts failed `bpf_ringbuf_output` calls in the per-CPU `pylium_events_lost`);
 - `OBSERVER_EVENTS_QUEUE`: events read but not turned into flows (undecodable records);
 - `HUBBLE_RING_BUFFER`: flows a slow follower (a `--follow` stream) did not receive.
-
-Records the kernel could not write because the ring was full are invisible here (the datapath
-would have to count failed `bpf_ringbuf_output` calls).
 """
 
 from __future__ import annotations
