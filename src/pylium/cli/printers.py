@@ -259,8 +259,8 @@ def service_backend_columns(slices: list[Object]) -> list[Column]:
         out = []
         for p in ports(svc):
             proto = f"{p.port}/{p.protocol}"
-            out += [f"{ip}:{proto}" for ip in (p.cluster_ip, *p.external_ips) if ip]
-            out += [f"{ip}:{proto}" for ip in p.load_balancer_ips]
+            addrs = (p.cluster_ip, *p.external_ips, *p.load_balancer_ips)
+            out += [f"{ip}:{proto}" for ip in addrs if ip]
             if p.node_port:
                 out.append(f"*:{p.node_port}/{p.protocol}")
         return ",".join(out) or NONE
