@@ -29,19 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import secrets
 import shutil
 import statistics
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pylium.bench import flows_pods
 from pylium.bench.flows_pods import PodReport
+from pylium.bench.scratch import unique_name
 from pylium.datapath.lxc import MAP_EVENTS, EndpointInfo, LxcObjects, NodeConfig
 from pylium.datapath.testrun import prog_run
 from pylium.endpoint.model import Endpoint as AgentEndpoint
@@ -161,6 +162,28 @@ def _agent_endpoints() -> list[AgentEndpoint]:
     return [one(101, A_IP, "client-1", 1), one(102, B_IP, "server-1", 4242)]
 
 
+@contextmanager
+def scratch_pin_dir() -> Iterator[Path]:
+    """A scratch bpffs directory for the pinned events map (the observer opens the ring buffer
+    by its pin), removed afterwards."""
+    pin_dir = BPFFS_ROOT / unique_name("bench-flows-")
+    pin_dir.mkdir(parents=True)
+    try:
+        yield pin_dir
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def bench_observer(
+    pin_dir: Path, endpoints: list[AgentEndpoint], router_ip: str, pod_cidr: str
+) -> Observer:
+    """The agent's observer on the ring buffer pinned in `pin_dir`, enriching with `endpoints`."""
+    lookup = EndpointsLookup(lambda: endpoints, router_ip=router_ip, pod_cidr=pod_cidr)
+    return Observer(
+        ObserverParams(events_pin=pin_dir / MAP_EVENTS), FlowParser(lookup, "bench-node")
+    )
+
+
 class _Bench:
     """The loaded programs, the observer and its follower."""
 
@@ -168,11 +191,7 @@ class _Bench:
         self, events: LxcObjects, aggregated: LxcObjects, off: LxcObjects, pin_dir: Path
     ) -> None:
         self.events, self.aggregated, self.off = events, aggregated, off
-        endpoints = _agent_endpoints()
-        lookup = EndpointsLookup(lambda: endpoints, router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
-        self.observer = Observer(
-            ObserverParams(events_pin=pin_dir / MAP_EVENTS), FlowParser(lookup, "bench-node")
-        )
+        self.observer = bench_observer(pin_dir, _agent_endpoints(), ROUTER_IP, POD_CIDR)
 
     async def follow(self) -> None:
         """A `pylium observe -f` client: takes every flow (its losses are the ring's)."""
@@ -330,15 +349,11 @@ def run_bench(
     progress: Progress = print,
     pod_seconds: int = POD_SECONDS,
 ) -> Report:
-    """Measure in a scratch pin directory (removed afterwards), then between two pods in
-    scratch namespaces (`pod_seconds` rounds per test, also removed)."""
+    """Measure between two pods in scratch namespaces (`pod_seconds` rounds per test), then
+    in a scratch pin directory; both removed afterwards."""
     pods = flows_pods.run_bench(pod_seconds, progress)
-    pin_dir = BPFFS_ROOT / f"bench-flows-{secrets.token_hex(4)}"
-    pin_dir.mkdir(parents=True)
-    try:
+    with scratch_pin_dir() as pin_dir:
         return asyncio.run(_bench(pin_dir, seconds, rounds, max_rate, progress, pods))
-    finally:
-        shutil.rmtree(pin_dir, ignore_errors=True)
 
 
 def render_text(report: Report) -> str:

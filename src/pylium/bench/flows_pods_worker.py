@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import shutil
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from pylium.bench.datapath import Progress
@@ -37,25 +34,20 @@ from pylium.bench.datapath_worker import (
     servers,
     total_rate,
 )
+from pylium.bench.flows import bench_observer, scratch_pin_dir
 from pylium.bench.flows_pods import TESTS, VARIANTS
-from pylium.datapath.lxc import MAP_EVENTS, LxcObjects, NodeConfig
+from pylium.datapath.lxc import LxcObjects, NodeConfig
 from pylium.datapath.netlink import PyrouteNetlink
-from pylium.hubble.endpoints import EndpointsLookup
-from pylium.hubble.observer import Observer, ObserverParams
-from pylium.hubble.parser import FlowParser
-from pylium.paths import BPFFS_ROOT
+from pylium.endpoint.model import Endpoint
+from pylium.hubble.observer import Observer
 
 
-def _observer(pin_dir: Path, endpoints: Attached) -> Observer:
-    """The agent's observer on the pinned ring buffer, enriching with both pods."""
-    known = [
+def _known(endpoints: Attached) -> list[Endpoint]:
+    """Both pods as the observer's endpoint lookup knows them."""
+    return [
         replace(ep, pod_name=ep.container_id, pod_namespace="bench", host_ifindex=d.host_ifindex)
         for ep, d in endpoints
     ]
-    lookup = EndpointsLookup(lambda: known, router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
-    return Observer(
-        ObserverParams(events_pin=pin_dir / MAP_EVENTS), FlowParser(lookup, "bench-node")
-    )
 
 
 def _lost(observer: Observer) -> int:
@@ -73,41 +65,35 @@ async def run(netns: dict[str, str], rounds: int, progress: Progress) -> dict[st
     finally:
         await nl.stop()
     on_config = NodeConfig(router_ip=ROUTER_IP, pod_cidr=POD_CIDR)
-    pin_dir = BPFFS_ROOT / f"bench-flows-{secrets.token_hex(4)}"
-    pin_dir.mkdir(parents=True)
-    try:
-        with (
-            LxcObjects.load(on_config, pin_dir) as on,
-            LxcObjects.load(replace(on_config, trace_events=False)) as off,
-            servers(netns["b"]),
-        ):
-            add_endpoints(on, endpoints)
-            add_endpoints(off, endpoints)
-            observer = _observer(pin_dir, endpoints)
-            await observer.start()
-            try:
-                objs = {"export_on": on, "export_off": off}
-                samples: dict[str, dict[str, list[Sample]]] = {
-                    v: {t: [] for t in TESTS} for v in VARIANTS
-                }
-                flows, lost = {}, {}
-                for test in TESTS:
-                    seen, lost0 = observer.ring.seen, _lost(observer)
-                    for r in range(rounds):
-                        progress(f"{test}: round {r + 1}/{rounds}")
-                        for variant in rotated(r, VARIANTS):
-                            with attached(objs[variant], endpoints):
-                                sample = await asyncio.to_thread(
-                                    run_test, test, netns["a"], POD_IPS[1]
-                                )
-                            samples[variant][test].append(sample)
-                    await asyncio.sleep(0.2)  # the observer drains the last slice's events
-                    flows[test] = observer.ring.seen - seen
-                    lost[test] = _lost(observer) - lost0
-            finally:
-                await observer.stop()
-    finally:
-        shutil.rmtree(pin_dir, ignore_errors=True)
+    with (
+        scratch_pin_dir() as pin_dir,
+        LxcObjects.load(on_config, pin_dir) as on,
+        LxcObjects.load(replace(on_config, trace_events=False)) as off,
+        servers(netns["b"]),
+    ):
+        add_endpoints(on, endpoints)
+        add_endpoints(off, endpoints)
+        observer = bench_observer(pin_dir, _known(endpoints), ROUTER_IP, POD_CIDR)
+        await observer.start()
+        try:
+            objs = {"export_on": on, "export_off": off}
+            samples: dict[str, dict[str, list[Sample]]] = {
+                v: {t: [] for t in TESTS} for v in VARIANTS
+            }
+            flows, lost = {}, {}
+            for test in TESTS:
+                seen, lost0 = observer.ring.seen, _lost(observer)
+                for r in range(rounds):
+                    progress(f"{test}: round {r + 1}/{rounds}")
+                    for variant in rotated(r, VARIANTS):
+                        with attached(objs[variant], endpoints):
+                            sample = await asyncio.to_thread(run_test, test, netns["a"], POD_IPS[1])
+                        samples[variant][test].append(sample)
+                await asyncio.sleep(0.2)  # the observer drains the last slice's events
+                flows[test] = observer.ring.seen - seen
+                lost[test] = _lost(observer) - lost0
+        finally:
+            await observer.stop()
     return {
         "rounds": rounds,
         "rates": {v: {t: total_rate(s) for t, s in by.items()} for v, by in samples.items()},
