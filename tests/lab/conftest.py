@@ -141,6 +141,16 @@ def server_pod(name: str, namespace: str = "default") -> dict[str, Any]:
     }
 
 
+def pinned_pod(
+    lab: str, name: str, node: int, labels: dict[str, str], namespace: str = "default"
+) -> dict[str, Any]:
+    """`server_pod` with `labels`, pinned to the lab's node number `node`."""
+    obj = server_pod(name, namespace)
+    obj["metadata"]["labels"] = labels
+    obj["spec"]["nodeName"] = record.node_name(lab, node)
+    return obj
+
+
 def lab_up(name: str, *args: str) -> Iterator[str]:
     """For a fixture to `yield from`: `pylium lab up --name NAME ARGS...`, the name, then the
     lab removed (also after failure) and checked to leave nothing behind."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pylium.lab import record
-from tests.lab.conftest import answering, apply, lab_up, pylium, running_pod, server_pod
+from tests.lab.conftest import answering, apply, lab_up, pinned_pod, pylium, running_pod
 from tests.support import wait_for
 
 POLICY = {
@@ -69,13 +69,6 @@ def lab() -> Iterator[str]:
     yield from lab_up(f"tq{secrets.token_hex(2)}", "--nodes", "2")
 
 
-def pod(name: str, node: int, labels: dict[str, str], lab: str) -> dict[str, Any]:
-    obj = server_pod(name)
-    obj["metadata"]["labels"] = labels
-    obj["spec"]["nodeName"] = record.node_name(lab, node)
-    return obj
-
-
 def probe(lab: str, client: str, ip: str) -> bool:
     args = ("--lab", lab, "probe", client, f"{ip}:80", "--timeout", "1")
     return pylium(*args, check=False).returncode == 0
@@ -92,8 +85,8 @@ def pods(lab: str) -> dict[str, str]:
     IP."""
     apply(
         lab,
-        pod("server", 1, {"app": "server"}, lab),
-        *(pod(n, node, {"role": role}, lab) for n, (node, role) in CLIENTS.items()),
+        pinned_pod(lab, "server", 1, {"app": "server"}),
+        *(pinned_pod(lab, n, node, {"role": role}) for n, (node, role) in CLIENTS.items()),
     )
     ips = {name: running_pod(lab, name)["status"]["podIP"] for name in ("server", *CLIENTS)}
     for client in CLIENTS:

@@ -25,7 +25,7 @@ import pytest
 from pylium import paths
 from pylium.lab import daemons, netns, process, record, up
 from pylium.store import open_store
-from tests.lab.conftest import PYLIUM, answering, apply, lab_up, pylium, running_pod, server_pod
+from tests.lab.conftest import PYLIUM, answering, apply, lab_up, pinned_pod, pylium, running_pod
 from tests.support import wait_for
 
 pytestmark = pytest.mark.root
@@ -68,13 +68,6 @@ def lab() -> Iterator[str]:
     yield from lab_up(f"po{secrets.token_hex(2)}", "--nodes", "3")
 
 
-def _pod(lab: str, name: str, node: int, labels: dict[str, str], ns: str) -> dict[str, Any]:
-    obj = server_pod(name, ns)
-    obj["metadata"]["labels"] = labels
-    obj["spec"]["nodeName"] = record.node_name(lab, node)
-    return obj
-
-
 def _namespace(team: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -90,10 +83,10 @@ def server_ip(lab: str) -> str:
     apply(
         lab,
         _namespace("ok"),
-        _pod(lab, "server", 1, {"app": "server"}, "default"),
-        _pod(lab, "ok", 2, {"role": "ok"}, "default"),
-        _pod(lab, "bad", 3, {"role": "bad"}, "default"),
-        _pod(lab, "other", 3, {"role": "bad"}, "poteam"),
+        pinned_pod(lab, "server", 1, {"app": "server"}),
+        pinned_pod(lab, "ok", 2, {"role": "ok"}),
+        pinned_pod(lab, "bad", 3, {"role": "bad"}),
+        pinned_pod(lab, "other", 3, {"role": "bad"}, "poteam"),
     )
     ip: str = running_pod(lab, "server")["status"]["podIP"]
     for client, ns in (("ok", "default"), ("bad", "default"), ("other", "poteam")):
@@ -187,7 +180,7 @@ def _flip_and_back(prober: Prober, what: str, deny: dict[str, Any], allow: dict[
 def test_that_a_pod_label_change_reevaluates_policy_within_a_second(lab, server_ip, tmp_path):
     prober = Prober(lab, "ok", server_ip, tmp_path)
     try:
-        relabel = {role: _pod(lab, "ok", 2, {"role": role}, "default") for role in ("bad", "ok")}
+        relabel = {role: pinned_pod(lab, "ok", 2, {"role": role}) for role in ("bad", "ok")}
         _flip_and_back(prober, "pod label change", relabel["bad"], relabel["ok"])
     finally:
         prober.close()
@@ -342,8 +335,8 @@ def test_that_a_new_pod_under_default_deny_never_accepts_a_connection(lab, serve
     try:
         wait_for(lambda: len(results(*fresh)) >= 10, timeout=10, interval=0.05)
         created = time.time()
-        deny = [_pod(lab, name, 1, {"app": "fresh"}, "default") for name in FRESH]
-        apply(lab, *deny, _pod(lab, "open", 3, {}, "default"))
+        deny = [pinned_pod(lab, name, 1, {"app": "fresh"}) for name in FRESH]
+        apply(lab, *deny, pinned_pod(lab, "open", 3, {}))
         got = {running_pod(lab, name)["status"]["podIP"] for name in pods}
         ready = time.time()
         wait_for(lambda: results(*fresh)[-1][0] > ready + 1, timeout=10, interval=0.05)
