@@ -26,7 +26,6 @@ rows are in), polled every 2 ms; the policy is deleted and the flags gone betwee
 from __future__ import annotations
 
 import random
-import secrets
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 import yaml
 
 from pylium.api import validate
+from pylium.bench.scratch import unique_name
 from pylium.datapath.lxc import MAP_POLICY_EP
 from pylium.datapath.maps import RawMap
 from pylium.datapath.policy import FLAG_INGRESS, EndpointFlags
@@ -367,7 +367,7 @@ def _poll(done: Callable[[], bool], timeout: float = 30, interval: float = 0.002
 
 def run_enforce(progress: Callable[[str], None], runs: int = 10, nodes: int = 3) -> EnforceReport:
     """Bring up a lab (one web pod per node), apply and delete the policy `runs` times."""
-    lab = f"po{secrets.token_hex(3)}"
+    lab = unique_name("po")
     progress(f"lab {lab}: {nodes} nodes, a web pod on each ...")
     up(lab, nodes, progress=lambda _line: None)
     try:
