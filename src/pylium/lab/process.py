@@ -63,9 +63,9 @@ def state(pid: int | None) -> str:
 
 def alive(pid: int | None, match: Match | None = None) -> bool:
     """Whether `pid` runs, not as a zombie (and, given `match`, is the process we mean)."""
-    if state(pid) in ("", "Z", "X"):
+    if not pid or state(pid) in ("", "Z", "X"):
         return False
-    return match is None or match(cmdline(pid or 0))
+    return match is None or match(cmdline(pid))
 
 
 def stop(pid: int | None, match: Match | None = None, timeout: float = 5.0) -> str:
