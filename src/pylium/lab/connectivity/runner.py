@@ -102,10 +102,8 @@ def _verdict(action: Action, raw: dict[str, Any]) -> tuple[bool, str | None]:
     return False, f"answered {answer!r}, expected {want}"
 
 
-def _run_action(deployment: Deployment, action: Action, probe: Prober) -> ActionResult:
-    raw = probe(deployment, action)
-    answer = raw.get("answer")
-    ok, reason = _verdict(action, raw)
+def _outcome(action: Action, ok: bool, reason: str | None, answer: Any = None) -> ActionResult:
+    """`action`'s result with its verdict (an answer that is not a string counts as none)."""
     return ActionResult(
         source=action.source,
         target=action.target,
@@ -116,6 +114,11 @@ def _run_action(deployment: Deployment, action: Action, probe: Prober) -> Action
         answer=answer if isinstance(answer, str) else None,
         reason=reason,
     )
+
+
+def _run_action(deployment: Deployment, action: Action, probe: Prober) -> ActionResult:
+    raw = probe(deployment, action)
+    return _outcome(action, *_verdict(action, raw), raw.get("answer"))
 
 
 def _one_answer(actions: list[ActionResult]) -> list[ActionResult]:
@@ -209,16 +212,8 @@ def run_policy_scenario(
             if raw.get("ok"):
                 return None
             if time.monotonic() > reopen_deadline:
-                return ActionResult(
-                    source=action.source,
-                    target=f"{action.target} after the policy's removal",
-                    destination=action.dest,
-                    port=action.port,
-                    protocol=action.protocol,
-                    ok=False,
-                    answer=None,
-                    reason=f"{raw.get('reason')} {POLICY_TIMEOUT:.0f}s after",
-                )
+                closed = _outcome(action, False, f"{raw.get('reason')} {POLICY_TIMEOUT:.0f}s after")
+                return replace(closed, target=f"{action.target} after the policy's removal")
             time.sleep(RETRY_INTERVAL)
 
     still_closed = [r for r in pool.map(reopened, denied) if r is not None]
