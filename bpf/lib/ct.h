@@ -81,6 +81,22 @@ static __always_inline void ct_update_tcp(struct ct_entry *entry, __u8 tcp_flags
 		entry->flags |= reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
 }
 
+/* The entry of the connection the packet answers: its reversed tuple in the scope other than
+ * `dir`, or NULL. */
+static __always_inline struct ct_entry *ct4_lookup_reply(const struct ipv4_flow *flow, __u8 dir)
+{
+	struct ct4_tuple tuple = {
+		.daddr = flow->saddr,
+		.saddr = flow->daddr,
+		.dport = flow->sport,
+		.sport = flow->dport,
+		.nexthdr = flow->proto,
+		.flags = dir ^ TUPLE_F_IN,
+	};
+
+	return bpf_map_lookup_elem(&pylium_ct4_global, &tuple);
+}
+
 /* Look the packet up in scope `dir` (TUPLE_F_OUT/IN), create an entry for a new connection,
  * refresh the lifetime. Sets *status (CT_*) and *report (new connection or TCP flags seen for
  * the first time in this direction). Returns 0, or -1 when a new entry could not be stored. */
@@ -111,13 +127,7 @@ static __always_inline int ct4_process(struct __sk_buff *ctx, const struct ipv4_
 		return 0;
 	}
 
-	/* The reversed tuple in the other scope: this packet answers a tracked connection. */
-	tuple.daddr = flow->saddr;
-	tuple.saddr = flow->daddr;
-	tuple.dport = flow->sport;
-	tuple.sport = flow->dport;
-	tuple.flags = dir ^ TUPLE_F_IN;
-	entry = bpf_map_lookup_elem(&pylium_ct4_global, &tuple);
+	entry = ct4_lookup_reply(flow, dir);
 	if (entry) {
 		*status = CT_REPLY;
 		*report = (entry->rx_flags_seen | flow->tcp_flags) != entry->rx_flags_seen ||
@@ -145,11 +155,6 @@ static __always_inline int ct4_process(struct __sk_buff *ctx, const struct ipv4_
 		ct_update_tcp(&fresh, flow->tcp_flags, 0);
 	}
 	fresh.lifetime = now + ct_lifetime(&fresh, flow->proto);
-	tuple.daddr = flow->daddr;
-	tuple.saddr = flow->saddr;
-	tuple.dport = flow->dport;
-	tuple.sport = flow->sport;
-	tuple.flags = dir;
 	*status = CT_NEW;
 	*report = 1;
 	return bpf_map_update_elem(&pylium_ct4_global, &tuple, &fresh, BPF_ANY) < 0 ? -1 : 0;

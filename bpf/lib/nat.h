@@ -305,14 +305,5 @@ static __always_inline int snat_v4_ingress(struct __sk_buff *ctx, const struct i
 /* Does the packet answer a connection tracked inbound (TUPLE_F_IN: made to the pod)? */
 static __always_inline int nat_is_inbound_reply(const struct ipv4_flow *flow)
 {
-	struct ct4_tuple tuple = {
-		.daddr = flow->saddr,
-		.saddr = flow->daddr,
-		.dport = flow->sport,
-		.sport = flow->dport,
-		.nexthdr = flow->proto,
-		.flags = TUPLE_F_IN,
-	};
-
-	return bpf_map_lookup_elem(&pylium_ct4_global, &tuple) != NULL;
+	return ct4_lookup_reply(flow, TUPLE_F_OUT) != NULL;
 }
