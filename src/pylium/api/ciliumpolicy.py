@@ -109,7 +109,7 @@ class PortProtocol(Model):
         return self
 
 
-def refuse_unenforced(model: Model, fields: tuple[str, ...]) -> None:
+def _refuse_unenforced(model: Model, fields: tuple[str, ...]) -> None:
     """Refuse Cilium fields pylium does not enforce (naming the first one set)."""
     extra = model.model_extra or {}
     for name in fields:
@@ -128,7 +128,7 @@ class PortRule(Model):
 
     @model_validator(mode="after")
     def _l4_only(self) -> PortRule:
-        refuse_unenforced(
+        _refuse_unenforced(
             self, ("rules", "listener", "serverNames", "originatingTLS", "terminatingTLS")
         )
         return self
@@ -181,7 +181,7 @@ class IngressRule(_PeerRule):
 
     @model_validator(mode="after")
     def _enforced_peers(self) -> IngressRule:
-        refuse_unenforced(self, ("fromRequires", "fromGroups", "fromNodes", "authentication"))
+        _refuse_unenforced(self, ("fromRequires", "fromGroups", "fromNodes", "authentication"))
         return self
 
 
@@ -195,7 +195,7 @@ class EgressRule(_PeerRule):
 
     @model_validator(mode="after")
     def _enforced_peers(self) -> EgressRule:
-        refuse_unenforced(
+        _refuse_unenforced(
             self,
             ("toFQDNs", "toServices", "toGroups", "toRequires", "toNodes", "authentication"),
         )
