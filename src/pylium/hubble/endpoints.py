@@ -92,6 +92,10 @@ class Identities(Protocol):
     def get(self, identity: int) -> Identity | None: ...
 
 
+IPCACHE_ANSWERS_MAX = 65536
+"""Cached ipcache answers at the most; the cache starts over when full."""
+
+
 class IPCacheEndpoints:
     """Address -> flow endpoint from the ipcache: a pod of any node (namespace, name, its
     identity's labels), a node address or the world (their reserved labels). Answers are cached
@@ -104,7 +108,8 @@ class IPCacheEndpoints:
         self._revision = table.revision
 
     def __call__(self, ip: str) -> Endpoint | None:
-        if self._revision != self._table.revision:
+        # Flows from many outside addresses would grow the cache without end while no pod moves.
+        if self._revision != self._table.revision or len(self._cache) >= IPCACHE_ANSWERS_MAX:
             self._cache.clear()
             self._revision = self._table.revision
         if ip not in self._cache:
