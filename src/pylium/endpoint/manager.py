@@ -215,17 +215,7 @@ class EndpointManager:
             ep = replace(ep, ipv4=str(alloc.ip), gateway=str(self._ipam.router_ip))
             self._by_id[ep.id] = ep
             step("ip-allocated")
-            if self._params.before_plumb is not None:
-                started = time.monotonic()
-                await self._params.before_plumb(ep)
-                waited = time.monotonic() - started
-                if waited >= BEFORE_PLUMB_LOGGED_S:
-                    log.info(
-                        "endpoint %d (%s): ADD waited %.2f s before plumbing",
-                        ep.id,
-                        ep.owner,
-                        waited,
-                    )
+            await self._before_plumb(ep)
             done = await plumbing.plumb(self._nl, ep, req.mac, step)
             ep = replace(
                 ep,
@@ -336,6 +326,16 @@ class EndpointManager:
             log.exception("deleting %s of endpoint %d failed", ep.host_ifname, ep.id)
         finally:
             del self._unplumbing[ep.host_ifname]
+
+    async def _before_plumb(self, ep: Endpoint) -> None:
+        """Await the `before_plumb` hook, logging a wait that shows ADD was held up."""
+        if self._params.before_plumb is None:
+            return
+        started = time.monotonic()
+        await self._params.before_plumb(ep)
+        waited = time.monotonic() - started
+        if waited >= BEFORE_PLUMB_LOGGED_S:
+            log.info("endpoint %d (%s): ADD waited %.2f s before plumbing", ep.id, ep.owner, waited)
 
     async def _rollback(self, ep: Endpoint) -> None:
         """Undo a partial ADD; each step is idempotent, so a repeat after a crash is safe."""
