@@ -49,8 +49,6 @@ def test_cmd(ctx: click.Context, pattern: str | None, output: str) -> None:
             where = f"{a.target} {a.destination}:{a.port}/{a.protocol}"
             outcome = f"answered {a.answer}" if a.ok and a.answer else a.reason
             click.echo(f"   {'✅' if a.ok else '❌'} {a.source} → {where}: {outcome}")
-        if result.requires:
-            click.echo(f"     requires: {result.requires}")
 
     if output != "json":
         click.echo(f"🏃 {len(scenarios)} scenario(s) in lab {lab.name!r} (namespace {NAMESPACE})")

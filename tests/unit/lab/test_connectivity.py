@@ -1,7 +1,6 @@
 """The connectivity test's scenarios and verdicts, against a made-up deployment and prober:
-selection by regex (`!` excludes), skips on one node, wrong answers fail, `requires` shown only
-on failure (and only in the labs it names), affinity needs one answer, a refusal is not a
-timeout."""
+selection by regex (`!` excludes), skips on one node, wrong answers fail, affinity needs one
+answer, a refusal is not a timeout."""
 
 from __future__ import annotations
 
@@ -117,15 +116,11 @@ def test_verdicts_on_a_two_node_deployment() -> None:
     other = by_name["pod-to-pod-other-node"]
     assert [a.ok for a in other.actions] == [True, False]
     assert other.actions[1].reason == "answered 'someone-else', expected 'echo-other-node'"
-    assert other.requires is None
     world = by_name["pod-to-world"]
     assert [(a.destination, a.port, a.protocol, a.reason) for a in world.actions] == [
         ("203.0.113.1", 80, "tcp", "timeout"),
         ("203.0.113.1", 53, "udp", "timeout"),
     ]
-    # Masquerading is in: a failing pod-to-world is a regression, no known missing feature.
-    assert world.requires is None
-    assert by_name["pod-to-pod-same-node"].requires is None
 
 
 def test_one_node_skips_the_other_node_scenario() -> None:
@@ -192,8 +187,7 @@ def test_world_scenarios_probe_every_node_and_the_lb_ip_from_the_world() -> None
             ("198.51.100.1", 8080),
             ("198.51.100.1", 8053),
         ]
-        # The per-packet eBPF path is in: a failure is a regression in either mode.
-        assert (world.status, world.requires) == ("failed", None)
+        assert world.status == "failed"
 
 
 def test_pod_to_nodeport_probes_the_clients_node_and_one_other() -> None:
@@ -206,8 +200,7 @@ def test_pod_to_nodeport_probes_the_clients_node_and_one_other() -> None:
         ("client", "192.168.64.2", 30001), ("client", "192.168.64.2", 30000),
         ("client", "192.168.64.3", 30001), ("client", "192.168.64.3", 30000),
     ]  # fmt: skip
-    # Pods reach NodePorts through socket LB in eBPF mode: no missing feature to blame.
-    assert (result.status, result.requires) == ("failed", None)
+    assert result.status == "failed"
 
 
 def test_local_nodeport_answers_on_its_node_with_the_world_address_and_drops_elsewhere() -> None:

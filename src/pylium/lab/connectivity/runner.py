@@ -45,7 +45,6 @@ class ScenarioResult:
     status: str
     """"passed", "failed" or "skipped"."""
     actions: list[ActionResult] = field(default_factory=list)
-    requires: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stable `-o json` form."""
@@ -140,8 +139,7 @@ def run_scenarios(
     policies: Policies,
 ) -> list[ScenarioResult]:
     """Run each scenario's probes against a deployment, reporting each result in scenario
-    order (policy scenarios after the others). A scenario with no action here is skipped;
-    `requires` is reported only on failure."""
+    order (policy scenarios after the others). A scenario with no action here is skipped."""
 
     def probe_all(actions: list[Action]) -> list[ActionResult]:
         return [_run_action(deployment, a, probe) for a in actions]
@@ -227,7 +225,6 @@ def _result(scenario: Scenario, actions: list[ActionResult]) -> ScenarioResult:
         result.actions = _one_answer(actions) if scenario.one_answer else actions
         ok = all(a.ok for a in result.actions)
         result.status = "passed" if ok else "failed"
-        result.requires = None if ok else scenario.requires
     return result
 
 

@@ -3,8 +3,7 @@ or from the lab's world namespace.
 
 A scenario lists its actions given a `Deployment`; it is skipped when the lab lacks what it
 needs (a second node). A policy scenario (`policy`, see `connectivity.policy`) also names the
-policies it applies while it runs. `requires` names a feature a scenario depends on that is
-known to be missing, so its failure says why instead of looking like a regression.
+policies it applies while it runs.
 """
 
 from __future__ import annotations
@@ -68,8 +67,6 @@ class Scenario:
     description: str
     actions: Callable[[Deployment], list[Action]]
     """The probes; [] means the lab cannot run this scenario (it is skipped)."""
-    requires: str | None = None
-    """A missing feature this scenario needs, shown when it fails."""
     one_answer: bool = False
     """Every probe must get the same answer (session affinity); they run one at a time."""
     policy: Callable[[Deployment], list[Object]] | None = None
