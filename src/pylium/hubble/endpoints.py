@@ -99,7 +99,8 @@ IPCACHE_ANSWERS_MAX = 65536
 class IPCacheEndpoints:
     """Address -> flow endpoint from the ipcache: a pod of any node (namespace, name, its
     identity's labels), a node address or the world (their reserved labels). Answers are cached
-    until the table changes: flows ask far more often than pods move."""
+    until the table changes (flows ask far more often than pods move), except one whose identity
+    the allocator does not know yet: its labels come with a later flow."""
 
     def __init__(self, table: IPCacheTable, allocator: Identities) -> None:
         self._table = table
@@ -112,9 +113,12 @@ class IPCacheEndpoints:
         if self._revision != self._table.revision or len(self._cache) >= IPCACHE_ANSWERS_MAX:
             self._cache.clear()
             self._revision = self._table.revision
-        if ip not in self._cache:
-            self._cache[ip] = self._resolve(ip)
-        return self._cache[ip]
+        if ip in self._cache:
+            return self._cache[ip]
+        answer = self._resolve(ip)
+        if answer is None or answer.labels:
+            self._cache[ip] = answer
+        return answer
 
     def _resolve(self, ip: str) -> Endpoint | None:
         entry = self._table.lookup(ipaddress.IPv4Address(ip))

@@ -79,12 +79,15 @@ def test_that_the_index_is_rebuilt_when_stale_or_on_a_miss_but_not_per_event():
 
 
 class Identities:
-    """The allocator's `get`: one pod identity known."""
+    """The allocator's `get`: one pod identity known (more may be added to `known`)."""
+
+    def __init__(self) -> None:
+        self.known = {
+            4242: Identity(4242, Labels.of(["k8s:app=db", "k8s:io.kubernetes.pod.namespace=x"]))
+        }
 
     def get(self, identity: int) -> Identity | None:
-        if identity == 4242:
-            return Identity(4242, Labels.of(["k8s:app=db", "k8s:io.kubernetes.pod.namespace=x"]))
-        return None
+        return self.known.get(identity)
 
 
 def test_that_the_ipcache_names_pods_of_other_nodes_and_node_addresses():
@@ -114,3 +117,15 @@ def test_that_the_ipcache_names_pods_of_other_nodes_and_node_addresses():
     assert lookup.endpoint_by_ip("203.0.113.1") == Endpoint(identity=2, labels=("reserved:world",))
     table.set_owner("pod/x/db", [])  # the pod left: the cached answer goes with the change
     assert lookup.endpoint_by_ip("10.244.2.5").identity == 2
+
+
+def test_that_an_identity_the_allocator_learns_late_is_not_cached_without_labels():
+    table = IPCacheTable()
+    entry = Entry(ip_network("10.244.2.6/32"), 4343, None, "n2", Source.POD, "pod/x/late")
+    table.set_owner("pod/x/late", [entry])
+    identities = Identities()
+    lookup = IPCacheEndpoints(table, identities)
+
+    assert lookup("10.244.2.6") == Endpoint(identity=4343, namespace="x", pod_name="late")
+    identities.known[4343] = Identity(4343, Labels.of(["k8s:app=late"]))  # the table unchanged
+    assert lookup("10.244.2.6").labels == ("k8s:app=late",)
