@@ -250,10 +250,15 @@ def service_backend_columns(slices: list[Object]) -> list[Column]:
         if owner is not None:
             by_service.setdefault((owner.namespace, owner.name), []).append(eps)
 
+    computed: dict[tuple[str, str], list[Any]] = {}
+
     def ports(svc: Object) -> list[Any]:
+        """The service's model, computed once for both columns."""
         key = (svc["metadata"].get("namespace", ""), svc["metadata"]["name"])
-        state = service_state(svc, by_service.get(key, []))
-        return list(state.ports) if state else []
+        if key not in computed:
+            state = service_state(svc, by_service.get(key, []))
+            computed[key] = list(state.ports) if state else []
+        return computed[key]
 
     def frontends(svc: Object) -> str:
         out = []
